@@ -1,0 +1,680 @@
+package acme
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	legoacme "github.com/go-acme/lego/v4/acme"
+	"github.com/go-acme/lego/v4/certcrypto"
+	"github.com/go-acme/lego/v4/certificate"
+	"github.com/go-acme/lego/v4/challenge"
+	"github.com/go-acme/lego/v4/challenge/dns01"
+	"github.com/go-acme/lego/v4/lego"
+	"github.com/go-acme/lego/v4/registration"
+)
+
+// Let's Encrypt directories, and the issuer domain their CAA records name.
+const (
+	LetsEncryptProduction = lego.LEDirectoryProduction
+	LetsEncryptStaging    = lego.LEDirectoryStaging
+	letsEncryptCAA        = "letsencrypt.org"
+)
+
+// ChallengeType selects how the CA validates control of a domain.
+type ChallengeType string
+
+// The supported challenge types.
+const (
+	DNS01     ChallengeType = "dns-01"
+	TLSALPN01 ChallengeType = "tls-alpn-01"
+)
+
+// EAB is an external account binding, for CAs that require one.
+type EAB struct {
+	KID  string
+	HMAC string // base64url, as the CA hands it out
+}
+
+// CAAPinner writes the CAA records that allow only this account, this issuer
+// and this validation method to issue for domains. dnscaa implements it.
+type CAAPinner interface {
+	PinCAA(ctx context.Context, domains []string, issuer, accountURI string, method string) error
+}
+
+// Backoff bounds the delay between failed attempts; the delay doubles per
+// failure, with jitter, from Initial up to Max.
+type Backoff struct {
+	Initial time.Duration // zero means one minute
+	Max     time.Duration // zero means six hours
+}
+
+// Config configures a Manager. Fields marked required are checked by New.
+type Config struct {
+	// DirectoryURL is the ACME directory. Zero means Let's Encrypt production.
+	DirectoryURL string
+	// Email is the optional account contact; it becomes public in acme-account.json.
+	Email string
+	// EAB is the external account binding. Nil means none.
+	EAB *EAB
+	// Keys provides the account key. Required.
+	Keys KeySource
+	// StateDir holds accounts and certificates. Required.
+	StateDir string
+	// HTTPClient talks to the CA. Nil means a client with a 30 s timeout and
+	// the system roots. lego's own default reads LEGO_CA_CERTIFICATES from
+	// the environment, which only cmd/ingress may do, so it is never used.
+	HTTPClient *http.Client
+
+	// Challenge is the validation method. Zero means DNS01.
+	Challenge ChallengeType
+	// Solver answers Challenge: a DNS-01 provider (dnscaa) or the proxy's
+	// tls-alpn-01 responder. Required.
+	Solver challenge.Provider
+	// DNS01Options are passed to lego's DNS-01 solver, e.g. to replace its
+	// propagation check when Solver already waits for propagation.
+	DNS01Options []dns01.ChallengeOption
+
+	// CAA, when set, pins issuance to this account before every order.
+	// Nil means CAA records are not written.
+	CAA CAAPinner
+	// CAAIssuer is the issuer domain in CAA records. Zero means
+	// letsencrypt.org for Let's Encrypt and the first of the directory's
+	// caaIdentities otherwise.
+	CAAIssuer string
+
+	// RenewBefore is a fixed renewal window before expiry. Zero means the
+	// CA's ARI window when it offers ARI, else when a third of the lifetime
+	// is left.
+	RenewBefore time.Duration
+	// KeyType of certificate keys. Zero means ECDSA P-256.
+	KeyType certcrypto.KeyType
+	// Backoff after failed attempts. Zero values are documented on Backoff.
+	Backoff Backoff
+	// RecheckInterval is how often certificates are re-examined (ARI may move
+	// a window). Zero means six hours.
+	RecheckInterval time.Duration
+
+	// OnChange is called, from the goroutine that obtained it, with every
+	// newly issued certificate. Nil means no callback.
+	OnChange func(*Certificate)
+	// Logger receives progress and failures. Nil discards.
+	Logger *slog.Logger
+	// Now is the clock. Nil means time.Now.
+	Now func() time.Time
+}
+
+// Certificate is an issued certificate with its key, ready to serve.
+type Certificate struct {
+	// Domains are the names requested, in request order.
+	Domains []string
+	// ChainPEM is the full chain, leaf first. Public.
+	ChainPEM []byte
+	// Leaf is the parsed leaf.
+	Leaf *x509.Certificate
+	// TLS is the chain and private key for a tls.Config.
+	TLS *tls.Certificate
+}
+
+// Manager owns the ACME account and the certificates of a set of domains.
+// Its methods are safe for concurrent use.
+type Manager struct {
+	cfg Config
+	log *slog.Logger
+	now func() time.Time
+
+	mu      sync.Mutex // guards the fields below and serialises ACME work
+	client  *lego.Client
+	user    *user
+	dir     directoryMeta
+	certs   map[string]*Certificate // by setFileName
+	status  map[string]*Status
+	stateAt string // StateDir/tee-ingress/<CA>
+}
+
+// Status is the renewal state of one domain set, for logs and metrics.
+type Status struct {
+	Domains      []string
+	NotAfter     time.Time
+	NextCheck    time.Time
+	Failures     int
+	LastError    string
+	LastRenewed  time.Time
+	RateLimited  bool
+	RenewalCount int
+}
+
+// New validates cfg and returns a Manager. It does not contact the CA.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Keys == nil {
+		return nil, errors.New("acme: no account key source (set ACME_ACCOUNT_KEY to kms or file)")
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("acme: no state directory (set STATE_DIR)")
+	}
+	if cfg.Solver == nil {
+		return nil, errors.New("acme: no challenge solver configured")
+	}
+	switch cfg.Challenge {
+	case "":
+		cfg.Challenge = DNS01
+	case DNS01, TLSALPN01:
+	default:
+		return nil, fmt.Errorf("acme: challenge type %q not supported (accepted: dns-01, tls-alpn-01)", cfg.Challenge)
+	}
+	if cfg.DirectoryURL == "" {
+		cfg.DirectoryURL = LetsEncryptProduction
+	}
+	if !strings.HasPrefix(cfg.DirectoryURL, "https://") {
+		return nil, fmt.Errorf("acme: directory URL %q is not https (set ACME_DIRECTORY to an https:// URL)", cfg.DirectoryURL)
+	}
+	if cfg.EAB != nil && (cfg.EAB.KID == "" || cfg.EAB.HMAC == "") {
+		return nil, errors.New("acme: external account binding needs both ACME_EAB_KID and ACME_EAB_HMAC")
+	}
+	if cfg.RenewBefore < 0 {
+		return nil, fmt.Errorf("acme: renewal window %s is negative (set RENEW_DAYS_BEFORE to a positive number of days)", cfg.RenewBefore)
+	}
+	if cfg.KeyType == "" {
+		cfg.KeyType = certcrypto.EC256
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	if cfg.Backoff.Initial <= 0 {
+		cfg.Backoff.Initial = time.Minute
+	}
+	if cfg.Backoff.Max <= 0 {
+		cfg.Backoff.Max = 6 * time.Hour
+	}
+	if cfg.RecheckInterval <= 0 {
+		cfg.RecheckInterval = 6 * time.Hour
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Manager{
+		cfg:     cfg,
+		log:     logger,
+		now:     now,
+		certs:   map[string]*Certificate{},
+		status:  map[string]*Status{},
+		stateAt: filepath.Join(cfg.StateDir, "tee-ingress", caDirName(cfg.DirectoryURL)),
+	}, nil
+}
+
+// caDirName names the state folder of one CA, so certificates of a staging
+// CA are never served once the operator switches to production.
+func caDirName(directory string) string {
+	name := strings.TrimPrefix(directory, "https://")
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '-':
+			return r
+		}
+		return '_'
+	}, name)
+}
+
+// user is lego's view of the account.
+type user struct {
+	email string
+	key   crypto.PrivateKey
+	reg   *registration.Resource
+}
+
+func (u *user) GetEmail() string                        { return u.email }
+func (u *user) GetRegistration() *registration.Resource { return u.reg }
+func (u *user) GetPrivateKey() crypto.PrivateKey        { return u.key }
+
+// directoryMeta is what we need from the directory that lego does not expose.
+type directoryMeta struct {
+	RenewalInfo string `json:"renewalInfo"`
+	Meta        struct {
+		CAAIdentities           []string `json:"caaIdentities"`
+		ExternalAccountRequired bool     `json:"externalAccountRequired"`
+	} `json:"meta"`
+}
+
+// Account registers the account, or finds the existing one for the key, and
+// returns its public registration. Later calls return the cached result.
+func (m *Manager) Account(ctx context.Context) (*registration.Resource, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.setupLocked(ctx); err != nil {
+		return nil, err
+	}
+	return m.user.reg, nil
+}
+
+// AccountURI is the account URL that CAA records and verifiers compare.
+// It is empty before Account succeeded.
+func (m *Manager) AccountURI() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.user == nil || m.user.reg == nil {
+		return ""
+	}
+	return m.user.reg.URI
+}
+
+// AccountJSON is the public acme-account.json: lego's registration resource,
+// {"body": {...}, "uri": "..."}. It never contains key material.
+func (m *Manager) AccountJSON(ctx context.Context) ([]byte, error) {
+	reg, err := m.Account(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return PublicAccountJSON(reg)
+}
+
+// PublicAccountJSON encodes reg for publication, dropping the external account
+// binding (a MAC over the key, of no use to a verifier).
+func PublicAccountJSON(reg *registration.Resource) ([]byte, error) {
+	pub := *reg
+	pub.Body.ExternalAccountBinding = nil
+	return json.MarshalIndent(&pub, "", "  ")
+}
+
+func (m *Manager) setupLocked(ctx context.Context) error {
+	if m.client != nil {
+		return nil
+	}
+	key, err := m.cfg.Keys.AccountKey(ctx)
+	if err != nil {
+		return fmt.Errorf("acme: account key: %w", err)
+	}
+	if err := m.fetchDirectoryLocked(ctx); err != nil {
+		return err
+	}
+	u := &user{email: m.cfg.Email, key: key}
+	client, err := lego.NewClient(&lego.Config{
+		CADirURL:   m.cfg.DirectoryURL,
+		User:       u,
+		UserAgent:  "tee-ingress",
+		HTTPClient: m.cfg.HTTPClient,
+		Certificate: lego.CertificateConfig{
+			KeyType: m.cfg.KeyType,
+			Timeout: 90 * time.Second,
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("acme: connecting to %s: %w", m.cfg.DirectoryURL, err)
+	}
+	reg, err := client.Registration.ResolveAccountByKey()
+	if err != nil {
+		if !isAccountDoesNotExist(err) {
+			return fmt.Errorf("acme: looking up account by key at %s: %w", m.cfg.DirectoryURL, err)
+		}
+		if m.dir.Meta.ExternalAccountRequired && m.cfg.EAB == nil {
+			return fmt.Errorf("acme: %s requires external account binding (set ACME_EAB_KID and ACME_EAB_HMAC)", m.cfg.DirectoryURL)
+		}
+		if m.cfg.EAB != nil {
+			reg, err = client.Registration.RegisterWithExternalAccountBinding(registration.RegisterEABOptions{
+				TermsOfServiceAgreed: true, Kid: m.cfg.EAB.KID, HmacEncoded: m.cfg.EAB.HMAC,
+			})
+		} else {
+			reg, err = client.Registration.Register(registration.RegisterOptions{TermsOfServiceAgreed: true})
+		}
+		if err != nil {
+			return fmt.Errorf("acme: registering account at %s: %w", m.cfg.DirectoryURL, err)
+		}
+		m.log.Info("registered ACME account", "account", reg.URI)
+	} else {
+		m.log.Info("found existing ACME account for key", "account", reg.URI)
+	}
+	u.reg = reg
+	// lego's client carries the account URL (kid) from construction; build
+	// it again now that the registration is known.
+	client, err = lego.NewClient(&lego.Config{
+		CADirURL:    m.cfg.DirectoryURL,
+		User:        u,
+		UserAgent:   "tee-ingress",
+		HTTPClient:  m.cfg.HTTPClient,
+		Certificate: lego.CertificateConfig{KeyType: m.cfg.KeyType, Timeout: 90 * time.Second},
+	})
+	if err != nil {
+		return fmt.Errorf("acme: connecting to %s: %w", m.cfg.DirectoryURL, err)
+	}
+	switch m.cfg.Challenge {
+	case DNS01:
+		err = client.Challenge.SetDNS01Provider(m.cfg.Solver, m.cfg.DNS01Options...)
+	case TLSALPN01:
+		err = client.Challenge.SetTLSALPN01Provider(m.cfg.Solver)
+	}
+	if err != nil {
+		return fmt.Errorf("acme: setting %s solver: %w", m.cfg.Challenge, err)
+	}
+	if err := os.MkdirAll(m.stateAt, 0o700); err != nil {
+		return fmt.Errorf("acme: creating state directory (check STATE_DIR): %w", err)
+	}
+	pub, err := PublicAccountJSON(reg)
+	if err != nil {
+		return fmt.Errorf("acme: encoding account: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(m.stateAt, "account.json"), pub, 0o644); err != nil {
+		return fmt.Errorf("acme: storing account (check STATE_DIR): %w", err)
+	}
+	m.client, m.user = client, u
+	return nil
+}
+
+func isAccountDoesNotExist(err error) bool {
+	var pd *legoacme.ProblemDetails
+	return errors.As(err, &pd) && pd.Type == "urn:ietf:params:acme:error:accountDoesNotExist"
+}
+
+func (m *Manager) fetchDirectoryLocked(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.cfg.DirectoryURL, nil)
+	if err != nil {
+		return fmt.Errorf("acme: directory %q: %w", m.cfg.DirectoryURL, err)
+	}
+	resp, err := m.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("acme: fetching directory %s: %w", m.cfg.DirectoryURL, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("acme: fetching directory %s: HTTP %d", m.cfg.DirectoryURL, resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("acme: reading directory %s: %w", m.cfg.DirectoryURL, err)
+	}
+	if err := json.Unmarshal(body, &m.dir); err != nil {
+		return fmt.Errorf("acme: directory %s is not ACME JSON: %w", m.cfg.DirectoryURL, err)
+	}
+	return nil
+}
+
+// CAAIssuer is the issuer domain CAA records must name for this CA.
+func (m *Manager) CAAIssuer() (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.caaIssuerLocked()
+}
+
+func (m *Manager) caaIssuerLocked() (string, error) {
+	if m.cfg.CAAIssuer != "" {
+		return m.cfg.CAAIssuer, nil
+	}
+	if m.cfg.DirectoryURL == LetsEncryptProduction || m.cfg.DirectoryURL == LetsEncryptStaging {
+		return letsEncryptCAA, nil
+	}
+	if len(m.dir.Meta.CAAIdentities) > 0 {
+		return m.dir.Meta.CAAIdentities[0], nil
+	}
+	return "", fmt.Errorf("acme: the CA at %s names no caaIdentities, so SET_CAA cannot know the issuer domain", m.cfg.DirectoryURL)
+}
+
+// Ensure returns a certificate for exactly domains: the stored one when it is
+// valid for this CA and these names, else a new one from the CA. A restart
+// with a valid stored certificate therefore sends nothing to the CA.
+func (m *Manager) Ensure(ctx context.Context, domains []string) (*Certificate, error) {
+	if err := checkDomains(domains); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	name := setFileName(domains)
+	if c := m.certs[name]; c != nil && slices.Equal(c.Domains, domains) && m.now().Before(c.Leaf.NotAfter) {
+		return c, nil
+	}
+	c, err := m.loadLocked(domains)
+	switch {
+	case err == nil && m.now().Before(c.Leaf.NotAfter):
+		m.certs[name] = c
+		m.statusLocked(domains).NotAfter = c.Leaf.NotAfter
+		m.log.Info("using stored certificate", "domain", domains[0], "not_after", c.Leaf.NotAfter)
+		return c, nil
+	case err == nil:
+		m.log.Info("stored certificate expired, obtaining a new one", "domain", domains[0])
+	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, errStoredMismatch):
+		m.log.Info("stored certificate is for other names or another CA, obtaining a new one", "domain", domains[0], "reason", err)
+	default:
+		m.log.Warn("stored certificate unusable, obtaining a new one", "domain", domains[0], "error", err)
+	}
+	return m.obtainLocked(ctx, domains, nil)
+}
+
+// Current returns the certificate held for domains, or nil.
+func (m *Manager) Current(domains []string) *Certificate {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.certs[setFileName(domains)]
+}
+
+// StatusOf returns a copy of the renewal state of domains.
+func (m *Manager) StatusOf(domains []string) Status {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return *m.statusLocked(domains)
+}
+
+func (m *Manager) statusLocked(domains []string) *Status {
+	name := setFileName(domains)
+	s := m.status[name]
+	if s == nil {
+		s = &Status{Domains: slices.Clone(domains)}
+		m.status[name] = s
+	}
+	return s
+}
+
+var errStoredMismatch = errors.New("stored certificate does not match")
+
+func (m *Manager) loadLocked(domains []string) (*Certificate, error) {
+	path := filepath.Join(m.stateAt, "certs", setFileName(domains))
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var st storedCert
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("parsing %s: %w", path, err)
+	}
+	if !slices.Equal(st.Domains, domains) {
+		return nil, fmt.Errorf("%w: it names %v, configured %v", errStoredMismatch, st.Domains, domains)
+	}
+	if st.Directory != m.cfg.DirectoryURL {
+		return nil, fmt.Errorf("%w: it is from %s, configured %s", errStoredMismatch, st.Directory, m.cfg.DirectoryURL)
+	}
+	c, err := newCertificate(domains, []byte(st.ChainPEM), []byte(st.KeyPEM))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+func newCertificate(domains []string, chainPEM, keyPEM []byte) (*Certificate, error) {
+	tc, err := tls.X509KeyPair(chainPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("certificate and key do not form a pair: %w", err)
+	}
+	leaf := tc.Leaf
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(tc.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("parsing leaf: %w", err)
+		}
+		tc.Leaf = leaf
+	}
+	for _, d := range domains {
+		if err := leaf.VerifyHostname(strings.Replace(d, "*", "x", 1)); err != nil {
+			return nil, fmt.Errorf("leaf does not cover %s: %w", d, err)
+		}
+	}
+	return &Certificate{Domains: slices.Clone(domains), ChainPEM: chainPEM, Leaf: leaf, TLS: &tc}, nil
+}
+
+func (m *Manager) obtainLocked(ctx context.Context, domains []string, replacing *Certificate) (*Certificate, error) {
+	if err := m.setupLocked(ctx); err != nil {
+		return nil, err
+	}
+	if m.cfg.CAA != nil {
+		issuer, err := m.caaIssuerLocked()
+		if err != nil {
+			return nil, err
+		}
+		if err := m.cfg.CAA.PinCAA(ctx, domains, issuer, m.user.reg.URI, string(m.cfg.Challenge)); err != nil {
+			return nil, fmt.Errorf("acme: %s: pinning CAA before ordering: %w", domains[0], err)
+		}
+	}
+	req := certificate.ObtainRequest{Domains: domains, Bundle: true}
+	if replacing != nil && m.dir.RenewalInfo != "" {
+		if id, err := certificate.MakeARICertID(replacing.Leaf); err == nil {
+			req.ReplacesCertID = id
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	start := m.now()
+	res, err := m.client.Certificate.Obtain(req)
+	var already *legoacme.AlreadyReplacedError
+	if errors.As(err, &already) {
+		// Another instance of the app (same KMS account) renewed first; a
+		// plain order is still allowed.
+		req.ReplacesCertID = ""
+		res, err = m.client.Certificate.Obtain(req)
+	}
+	if err != nil {
+		return nil, &ObtainError{Domains: domains, Err: err}
+	}
+	c, err := newCertificate(domains, res.Certificate, res.PrivateKey)
+	if err != nil {
+		return nil, fmt.Errorf("acme: %s: CA returned an unusable certificate: %w", domains[0], err)
+	}
+	st := storedCert{Domains: domains, Directory: m.cfg.DirectoryURL, CertURL: res.CertURL,
+		ChainPEM: string(res.Certificate), KeyPEM: string(res.PrivateKey)}
+	data, err := json.Marshal(&st)
+	if err != nil {
+		return nil, fmt.Errorf("acme: encoding certificate: %w", err)
+	}
+	dir := filepath.Join(m.stateAt, "certs")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("acme: creating %s (check STATE_DIR): %w", dir, err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, setFileName(domains)), data, 0o600); err != nil {
+		return nil, fmt.Errorf("acme: storing certificate for %s (check STATE_DIR): %w", domains[0], err)
+	}
+	m.certs[setFileName(domains)] = c
+	s := m.statusLocked(domains)
+	s.NotAfter, s.LastRenewed = c.Leaf.NotAfter, m.now()
+	s.RenewalCount++
+	m.log.Info("obtained certificate", "domain", domains[0], "names", strings.Join(domains, ","),
+		"serial", c.Leaf.SerialNumber.Text(16), "not_after", c.Leaf.NotAfter, "took", m.now().Sub(start).Round(time.Millisecond),
+		"replaces", req.ReplacesCertID)
+	if m.cfg.OnChange != nil {
+		m.cfg.OnChange(c)
+	}
+	return c, nil
+}
+
+// ObtainError is a failed order for a domain set.
+type ObtainError struct {
+	Domains []string
+	Err     error
+}
+
+func (e *ObtainError) Error() string {
+	return fmt.Sprintf("acme: obtaining certificate for %s: %v", strings.Join(e.Domains, ","), e.Err)
+}
+
+func (e *ObtainError) Unwrap() error { return e.Err }
+
+// RetryAfter is how long the CA asked us to wait, or zero.
+func (e *ObtainError) RetryAfter(now time.Time) time.Duration {
+	var rl *legoacme.RateLimitedError
+	if !errors.As(e.Err, &rl) || rl.RetryAfter == "" {
+		return 0
+	}
+	if d, err := parseRetryAfter(rl.RetryAfter, now); err == nil {
+		return d
+	}
+	return 0
+}
+
+// IsRateLimited reports whether err is a rate-limit refusal from the CA.
+func IsRateLimited(err error) bool {
+	var rl *legoacme.RateLimitedError
+	return errors.As(err, &rl)
+}
+
+func parseRetryAfter(v string, now time.Time) (time.Duration, error) {
+	var secs int64
+	if _, err := fmt.Sscanf(v, "%d", &secs); err == nil && fmt.Sprint(secs) == strings.TrimSpace(v) {
+		return time.Duration(secs) * time.Second, nil
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0, err
+	}
+	return t.Sub(now), nil
+}
+
+// checkDomains rejects what no CA would issue for, before anything is sent.
+func checkDomains(domains []string) error {
+	if len(domains) == 0 {
+		return errors.New("acme: no domains")
+	}
+	seen := map[string]bool{}
+	for _, d := range domains {
+		if err := CheckDomainName(d); err != nil {
+			return err
+		}
+		if seen[d] {
+			return fmt.Errorf("acme: domain %q listed twice", d)
+		}
+		seen[d] = true
+	}
+	return nil
+}
+
+// CheckDomainName accepts a lowercase DNS name of at least two labels, each
+// 1-63 letters, digits or hyphens not at either end, with an optional leading
+// "*." wildcard label.
+func CheckDomainName(d string) error {
+	name := strings.TrimPrefix(d, "*.")
+	if len(d) > 253 || name == "" {
+		return fmt.Errorf("domain %q: length must be 1 to 253 characters", d)
+	}
+	labels := strings.Split(name, ".")
+	if len(labels) < 2 {
+		return fmt.Errorf("domain %q: need at least two labels, like app.example.com", d)
+	}
+	for _, l := range labels {
+		if len(l) == 0 || len(l) > 63 {
+			return fmt.Errorf("domain %q: label %q must be 1 to 63 characters", d, l)
+		}
+		if l[0] == '-' || l[len(l)-1] == '-' {
+			return fmt.Errorf("domain %q: label %q may not start or end with a hyphen", d, l)
+		}
+		for _, r := range l {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+				return fmt.Errorf("domain %q: character %q not allowed (accepted: lowercase letters, digits, hyphens, and a leading *. for a wildcard)", d, r)
+			}
+		}
+	}
+	return nil
+}
