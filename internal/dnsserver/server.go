@@ -209,14 +209,18 @@ func (s *Server) Remove(rr dns.RR) bool {
 	if rr == nil {
 		return false
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.removeLocked(rr)
+}
+
+func (s *Server) removeLocked(rr dns.RR) bool {
 	c := dns.Copy(rr)
 	h := c.Header()
 	h.Name = dns.CanonicalName(h.Name)
 	if h.Class == 0 {
 		h.Class = dns.ClassINET
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	set := s.records[h.Name]
 	for i, old := range set {
 		if dns.IsDuplicate(old, c) {
@@ -230,6 +234,23 @@ func (s *Server) Remove(rr dns.RR) bool {
 		}
 	}
 	return false
+}
+
+// Replace swaps the stored record identical to old (TTL ignored) for repl in
+// one step, so that no query sees neither of them, and reports whether old was
+// there. If repl duplicates another stored record, old is just removed. An
+// update through an API (such as internal/cfemu's) is atomic for DNS readers.
+func (s *Server) Replace(old, repl dns.RR) bool {
+	if old == nil || repl == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.removeLocked(old) {
+		return false
+	}
+	s.addLocked(repl)
+	return true
 }
 
 // Records returns copies of the records at exactly name with type qtype

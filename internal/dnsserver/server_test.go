@@ -414,3 +414,22 @@ func TestConcurrent(t *testing.T) {
 		}
 	}
 }
+
+func TestReplace(t *testing.T) {
+	s := start(t, "example.test")
+	old := MustRR(`_tee.example.test. 60 IN TXT "app:443"`)
+	s.Add(old)
+	if !s.Replace(MustRR(`_tee.EXAMPLE.test. 300 IN TXT "app:443"`), MustRR(`_tee.example.test. 120 IN TXT "app:8443"`)) {
+		t.Fatal("Replace of an existing record = false")
+	}
+	got := rrStrings(s.Records("_tee.example.test.", dns.TypeTXT))
+	if want := []string{"_tee.example.test.\t120\tIN\tTXT\t\"app:8443\""}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("after Replace: %q, want %q", got, want)
+	}
+	if s.Replace(old, MustRR(`_tee.example.test. 60 IN TXT "other"`)) {
+		t.Fatal("Replace of a missing record = true")
+	}
+	if n := len(s.Records("_tee.example.test.", dns.TypeTXT)); n != 1 {
+		t.Fatalf("a failed Replace changed the store: %d records", n)
+	}
+}
