@@ -1,0 +1,91 @@
+package evidence
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+)
+
+// Account is the public ACME account record published as acme-account.json:
+// lego's registration.Resource.
+type Account struct {
+	// URI is the account URL, the value the CAA record's accounturi pins.
+	URI string `json:"uri"`
+	// Body is the account object as the CA returned it.
+	Body json.RawMessage `json:"body"`
+}
+
+// ParseAccount checks acme-account.json: a JSON object with "body" (an
+// object) and "uri" (an absolute https URL), and nothing that looks like a
+// private key: no "PRIVATE KEY" text, no private JWK (an object with "kty"
+// and "d" or "k"), no field named like a private key.
+func ParseAccount(b []byte) (*Account, error) {
+	if bytes.Contains(b, []byte("PRIVATE KEY")) {
+		return nil, errors.New("parsing acme-account.json: contains \"PRIVATE KEY\"; publish only the public registration {\"body\", \"uri\"}")
+	}
+	var generic any
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	if err := dec.Decode(&generic); err != nil {
+		return nil, fmt.Errorf("parsing acme-account.json: want a JSON object {\"body\": {...}, \"uri\": \"https://...\"}: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("parsing acme-account.json: trailing data after the JSON object")
+	}
+	if err := noPrivateMaterial(generic, "$"); err != nil {
+		return nil, fmt.Errorf("parsing acme-account.json: %w", err)
+	}
+	obj, ok := generic.(map[string]any)
+	if !ok {
+		return nil, errors.New("parsing acme-account.json: want a JSON object {\"body\": {...}, \"uri\": \"https://...\"}")
+	}
+	if _, ok := obj["body"].(map[string]any); !ok {
+		return nil, errors.New("parsing acme-account.json: field \"body\" missing or not an object")
+	}
+	uri, ok := obj["uri"].(string)
+	if !ok || uri == "" {
+		return nil, errors.New("parsing acme-account.json: field \"uri\" missing or not a string; want the account URL")
+	}
+	u, err := url.Parse(uri)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("parsing acme-account.json: uri %q is not an absolute https URL", truncate(uri))
+	}
+	var a Account
+	if err := json.Unmarshal(b, &a); err != nil {
+		return nil, fmt.Errorf("parsing acme-account.json: %w", err)
+	}
+	return &a, nil
+}
+
+// noPrivateMaterial walks decoded JSON looking for private keys.
+func noPrivateMaterial(v any, path string) error {
+	switch v := v.(type) {
+	case map[string]any:
+		if _, isJWK := v["kty"]; isJWK {
+			for _, priv := range []string{"d", "k", "p", "q"} {
+				if _, ok := v[priv]; ok {
+					return fmt.Errorf("%s is a private JWK (has %q); publish only public keys", path, priv)
+				}
+			}
+		}
+		for k, e := range v {
+			switch strings.ToLower(strings.NewReplacer("_", "", "-", "").Replace(k)) {
+			case "privatekey", "privkey", "secretkey", "secret":
+				return fmt.Errorf("%s.%s looks like a private key field; publish only the public registration", path, k)
+			}
+			if err := noPrivateMaterial(e, path+"."+k); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for i, e := range v {
+			if err := noPrivateMaterial(e, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
