@@ -1,0 +1,311 @@
+package dnscaa
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// DefaultTXTPrefix is TXT_PREFIX's default, the label of the gateway routing
+// record.
+const DefaultTXTPrefix = "_dstack-app-address"
+
+// ChallengeLabel is the label of DNS-01 challenge records (RFC 8555).
+const ChallengeLabel = "_acme-challenge"
+
+// PlanConfig is what a deployment's DNS records are made of. Field names give
+// the environment variables they come from.
+type PlanConfig struct {
+	// Domains are DOMAIN and DOMAINS; "*.example.com" is allowed. At least
+	// one is required.
+	Domains []string
+	// GatewayDomain is GATEWAY_DOMAIN, the target of each domain's CNAME,
+	// e.g. "_.dstack-prod5.phala.network". Empty: no CNAME is planned.
+	GatewayDomain string
+	// TXTPrefix is TXT_PREFIX. Empty: DefaultTXTPrefix.
+	TXTPrefix string
+	// AppID is the identity the gateway routes to, published as
+	// "<AppID>:<Port>": dstack's app_id, or the instance_id in tls-alpn-01
+	// mode. Empty: no routing TXT record is planned.
+	AppID string
+	// Port is the port published with AppID (PORT). Required with AppID.
+	Port int
+	// CAA pins issuance to one CA, account and method (SET_CAA). nil: no
+	// CAA record is planned.
+	CAA *CAAPolicy
+	// DelegationZone is DELEGATION_ZONE: when set, every record is written
+	// into this zone under the served name ("app.example.com" becomes
+	// "app.example.com.<zone>"), and the operator points the served names
+	// there with CNAMEs created once by hand (Plan.Operator), as
+	// dstack-ingress does. Empty: records go into the served domain's zone.
+	DelegationZone string
+}
+
+// record kinds, which decide what an existing record at the same name is.
+type kind int
+
+const (
+	// kindAlias: the gateway CNAME. A/AAAA/CNAME at the name are replaced;
+	// anything else there (but a CAA where the provider allows it) is an
+	// error, since a CNAME must be alone at its name.
+	kindAlias kind = iota
+	// kindRouting: the routing TXT. The name is ours: every other TXT at it
+	// is replaced.
+	kindRouting
+	// kindCAA: a CAA issue/issuewild record. Records of the same tag at the
+	// name are replaced; iodef and other tags stay.
+	kindCAA
+)
+
+func (k kind) String() string {
+	switch k {
+	case kindAlias:
+		return "gateway alias"
+	case kindRouting:
+		return "gateway routing"
+	default:
+		return "CAA pinning"
+	}
+}
+
+type planned struct {
+	Record
+	kind   kind
+	domain string
+}
+
+// Plan is the set of records a deployment needs, validated. It is built
+// without I/O; Preview and Apply compare it with a zone.
+type Plan struct {
+	records    []planned
+	operator   []Record
+	delegation string
+}
+
+// Records are the records the plan writes, in a stable order.
+func (p *Plan) Records() []Record {
+	out := make([]Record, len(p.records))
+	for i, r := range p.records {
+		out[i] = r.Record
+	}
+	return out
+}
+
+// Operator lists, in delegation mode, the CNAMEs the operator creates once in
+// the served domain's zone so that its names lead into the delegation zone.
+// The plan never writes them: the token is not supposed to reach that zone.
+func (p *Plan) Operator() []Record { return append([]Record(nil), p.operator...) }
+
+// DelegationZone is the zone every record goes into, "" when not delegated.
+func (p *Plan) DelegationZone() string { return p.delegation }
+
+// ChallengeName is where the DNS-01 TXT record for domain is written:
+// "_acme-challenge.<base>." or, delegated, "_acme-challenge.<base>.<zone>.".
+func ChallengeName(domain, delegationZone string) string {
+	base := strings.TrimPrefix(unfqdn(domain), "*.")
+	if delegationZone != "" {
+		return fqdn(ChallengeLabel + "." + base + "." + unfqdn(delegationZone))
+	}
+	return fqdn(ChallengeLabel + "." + base)
+}
+
+// NewPlan validates cfg and builds the records of DESIGN.md section 5 for
+// each domain D (wildcard "*.B"):
+//
+//	D CNAME <GatewayDomain>                    (*.B CNAME ...)
+//	<TXTPrefix>.D TXT "<AppID>:<Port>"         (<TXTPrefix>-wildcard.B)
+//	D CAA 0 issue "<issuer>;validationmethods=dns-01;accounturi=<uri>"
+//	                                           (B CAA 0 issuewild ...)
+//
+// all with TTL 60. Every error names the setting that is wrong and what it
+// accepts.
+func NewPlan(cfg PlanConfig) (*Plan, error) {
+	if len(cfg.Domains) == 0 {
+		return nil, errors.New("DOMAIN: no domain configured (set DOMAIN or DOMAINS, e.g. app.example.com or *.example.com)")
+	}
+	var domains []Domain
+	seen := map[string]bool{}
+	for _, s := range cfg.Domains {
+		d, err := ParseDomain(s)
+		if err != nil {
+			return nil, fmt.Errorf("DOMAIN: %w", err)
+		}
+		if !seen[d.Name] {
+			seen[d.Name] = true
+			domains = append(domains, d)
+		}
+	}
+	prefix := cfg.TXTPrefix
+	if prefix == "" {
+		prefix = DefaultTXTPrefix
+	}
+	if err := checkLabel(prefix, true); err != nil {
+		return nil, fmt.Errorf("TXT_PREFIX=%q is not one DNS label (%v); the default is %s", cfg.TXTPrefix, err, DefaultTXTPrefix)
+	}
+	var gateway string
+	if cfg.GatewayDomain != "" {
+		g, err := parseHostname("GATEWAY_DOMAIN", cfg.GatewayDomain, false)
+		if err != nil {
+			return nil, fmt.Errorf("%w (want the gateway's base name, e.g. _.dstack-prod5.phala.network)", err)
+		}
+		gateway = g
+		for _, d := range domains {
+			if d.Name == g || d.Base() == g {
+				return nil, fmt.Errorf("GATEWAY_DOMAIN=%s is one of the served domains: the CNAME would point at itself", g)
+			}
+		}
+	}
+	var txt string
+	if cfg.AppID != "" {
+		if err := checkAppID(cfg.AppID); err != nil {
+			return nil, err
+		}
+		if cfg.Port < 1 || cfg.Port > 65535 {
+			return nil, fmt.Errorf("PORT: missing or out of range (%d): the routing record %s needs the listen port, 1-65535", cfg.Port, DefaultTXTPrefix)
+		}
+		txt = cfg.AppID + ":" + strconv.Itoa(cfg.Port)
+	}
+	var caa *CAAPolicy
+	if cfg.CAA != nil {
+		pol, err := cfg.CAA.validate()
+		if err != nil {
+			return nil, fmt.Errorf("SET_CAA: %w", err)
+		}
+		caa = &pol
+	}
+	var zone string
+	if cfg.DelegationZone != "" {
+		z, err := parseHostname("DELEGATION_ZONE", cfg.DelegationZone, false)
+		if err != nil {
+			return nil, err
+		}
+		zone = z
+	}
+
+	p := &Plan{delegation: zone}
+	// in maps a served name to where its record lives.
+	in := func(name string) string {
+		if zone == "" {
+			return fqdn(name)
+		}
+		return fqdn(unfqdn(name) + "." + zone)
+	}
+	// operator notes the CNAME from a served name to the delegation zone.
+	operator := func(from, to string) {
+		if zone != "" {
+			p.operator = append(p.operator, Record{Name: fqdn(from), Type: TypeCNAME, Value: in(to), TTL: TTL})
+		}
+	}
+	for _, d := range domains {
+		add := func(k kind, name, typ, value string, flags uint8, tag string) {
+			p.records = append(p.records, planned{
+				Record: Record{Name: name, Type: typ, Value: value, Flags: flags, Tag: tag, TTL: TTL},
+				kind:   k, domain: d.Name,
+			})
+		}
+		aliasAt, txtAt, caaAt, tag := d.Name, prefix+"."+d.Name, d.Name, TagIssue
+		if d.Wildcard() {
+			txtAt, caaAt, tag = prefix+"-wildcard."+d.Base(), d.Base(), TagIssueWild
+			if zone != "" {
+				// Delegated, *.B and B both lead to B.<zone>, which
+				// carries the alias and the issuewild CAA.
+				aliasAt = d.Base()
+			}
+		}
+		if gateway != "" {
+			add(kindAlias, in(aliasAt), TypeCNAME, fqdn(gateway), 0, "")
+			operator(d.Name, aliasAt)
+		}
+		if txt != "" {
+			add(kindRouting, in(txtAt), TypeTXT, txt, 0, "")
+			operator(txtAt, txtAt)
+		}
+		if caa != nil {
+			add(kindCAA, in(caaAt), TypeCAA, caa.Value(), 0, tag)
+			if d.Wildcard() || gateway == "" {
+				// RFC 8659 looks for *.B's CAA at B: B must lead there
+				// too.
+				operator(caaAt, caaAt)
+			}
+		}
+		challenge := unfqdn(ChallengeName(d.Name, ""))
+		operator(challenge, challenge)
+	}
+	p.records = dedupPlanned(p.records)
+	p.operator = dedupRecords(p.operator)
+	if err := p.check(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func checkAppID(id string) error {
+	if len(id) > 200 {
+		return fmt.Errorf("app id %q is longer than 200 characters", id[:32]+"...")
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c <= ' ' || c > '~' || c == '"' || c == '\\' || c == ':' {
+			return fmt.Errorf("app id %q has character %q (want the dstack app_id, hex)", id, c)
+		}
+	}
+	return nil
+}
+
+func dedupPlanned(in []planned) []planned {
+	var out []planned
+	for _, r := range in {
+		dup := false
+		for _, o := range out {
+			if o.same(r.Record) {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			out = append(out, r)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func dedupRecords(in []Record) []Record {
+	var out []Record
+	for _, r := range in {
+		dup := false
+		for _, o := range out {
+			if o.same(r) {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// check rejects plans that contradict themselves: two values for a name that
+// takes one, and generated names that are not valid DNS names.
+func (p *Plan) check() error {
+	for i, a := range p.records {
+		if err := checkHostname(unfqdn(a.Name), true); err != nil {
+			return fmt.Errorf("record name %s for %s is not a valid DNS name: %w", a.Name, a.domain, err)
+		}
+		for _, b := range p.records[i+1:] {
+			if a.Name != b.Name {
+				continue
+			}
+			switch {
+			case a.kind == kindAlias && b.kind == kindRouting, a.kind == kindRouting && b.kind == kindAlias:
+				return fmt.Errorf("domains %s and %s need a CNAME and a TXT record at the same name %s: a CNAME must be alone at its name", a.domain, b.domain, a.Name)
+			case a.kind == b.kind && a.kind != kindCAA, a.kind == kindCAA && b.kind == kindCAA && a.Tag == b.Tag:
+				return fmt.Errorf("domains %s and %s need different %s records at %s (%s and %s)", a.domain, b.domain, a.Type, a.Name, a.Value, b.Value)
+			}
+		}
+	}
+	return nil
+}

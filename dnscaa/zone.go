@@ -1,0 +1,62 @@
+package dnscaa
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/libdns/libdns"
+)
+
+// FindZone returns the zone, as an FQDN with the trailing dot, in which the
+// provider holds name:
+//   - explicit (DNS_ZONE), when given, which must be name or a parent of it;
+//   - else the longest of the provider's zones (libdns.ZoneLister) that
+//     contains name;
+//   - else, for a provider that cannot list zones, the owner of the SOA that
+//     DNS returns for name, through r.
+//
+// The zone is handed to the provider through Client, which converts it to the
+// form that provider expects.
+func FindZone(ctx context.Context, p Provider, name, explicit string, r *Resolver) (string, error) {
+	if explicit != "" {
+		z, err := parseHostname("DNS_ZONE", explicit, true)
+		if err != nil {
+			return "", err
+		}
+		if !inZone(name, z) {
+			return "", fmt.Errorf("DNS_ZONE=%s does not contain %s (set it to the zone that holds the name, or leave it unset to discover the zone)", z, unfqdn(name))
+		}
+		return fqdn(z), nil
+	}
+	if zl, ok := p.(libdns.ZoneLister); ok {
+		zones, err := zl.ListZones(ctx)
+		switch {
+		case err == nil:
+			best := ""
+			var names []string
+			for _, z := range zones {
+				zn := fqdn(z.Name)
+				names = append(names, unfqdn(zn))
+				if inZone(name, zn) && len(zn) > len(best) {
+					best = zn
+				}
+			}
+			if best == "" {
+				sort.Strings(names)
+				return "", fmt.Errorf("no zone of the DNS provider contains %s (zones: %s): add the domain to the provider account, or check the token's zone permissions",
+					unfqdn(name), strings.Join(names, ", "))
+			}
+			return best, nil
+		case !errors.Is(err, errors.ErrUnsupported):
+			return "", fmt.Errorf("finding the zone of %s: %w", unfqdn(name), err)
+		}
+	}
+	z, err := r.zoneBySOA(ctx, name)
+	if err != nil {
+		return "", fmt.Errorf("%w (or set DNS_ZONE)", err)
+	}
+	return z, nil
+}
