@@ -39,11 +39,11 @@ func ParseChainPEM(b []byte) ([]*x509.Certificate, error) {
 		}
 		chain = append(chain, c)
 	}
-	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, errors.New("data after the last PEM block")
-	}
 	if len(chain) == 0 {
 		return nil, errors.New("no PEM CERTIFICATE block; want the full chain, leaf first")
+	}
+	if len(bytes.TrimSpace(rest)) != 0 {
+		return nil, errors.New("data after the last PEM block")
 	}
 	if chain[0].IsCA {
 		return nil, fmt.Errorf("first certificate (%s) is a CA; want the leaf first", chain[0].Subject)

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"unicode/utf8"
 )
 
 // RuntimeEventType is the event_type of dstack runtime events (IMR 3): the
@@ -72,9 +71,6 @@ func ParseEventLog(s string) ([]Event, error) {
 		}
 		if _, err := hex.DecodeString(e.EventPayload); err != nil {
 			return nil, fmt.Errorf("parsing event log: event %d: event_payload is not hex: %w", i, err)
-		}
-		if !utf8.ValidString(e.Event) {
-			return nil, fmt.Errorf("parsing event log: event %d: event name is not valid UTF-8", i)
 		}
 		if e.IMR != 3 && e.EventType != RuntimeEventType && e.Digest == "" {
 			return nil, fmt.Errorf("parsing event log: event %d (imr %d, type %#x): boot events need a digest", i, e.IMR, e.EventType)
