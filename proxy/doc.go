@@ -1,0 +1,27 @@
+// Package proxy terminates TLS inside the TEE and forwards the decrypted traffic
+// to the app's backends, so that no one outside the TEE sees plaintext.
+//
+// Start with Config (what a Server is handed: a CertSource, the routes and an
+// evidence http.Handler), New and Server.Serve. The package knows nothing of ACME
+// or of the evidence bundle: certificates arrive through CertSource (CertStore is
+// the ready-made, atomically swappable implementation, which also answers
+// tls-alpn-01 challenges) and evidence through a plain http.Handler.
+//
+// Two modes:
+//
+//   - ModeTCP (the default) forwards the decrypted byte stream of any protocol,
+//     propagating half-closes, optionally behind a PROXY protocol v2 header. HTTP/1.x
+//     requests for /evidences are recognised from the first bytes and answered
+//     in-process; everything else is forwarded without waiting: the backend is
+//     dialled at once and the decision "backend" is taken as soon as the client's
+//     bytes diverge from "GET /evidences" / "HEAD /evidences" or the backend speaks
+//     first. HTTP/2 cannot be recognised this way, so tcp mode offers no ALPN
+//     protocol unless told to (Config.ALPN); evidence over h2 needs ModeHTTP.
+//   - ModeHTTP is an HTTP/1.1 and HTTP/2 server that serves /evidences itself and
+//     reverse-proxies the rest with net/http/httputil: streaming, websockets,
+//     gRPC to h2c backends, X-Forwarded-For/-Proto/-Host set by us.
+//
+// Both modes route by server name (ROUTING_MAP: exact and one-label wildcard
+// keys, then the default target), bound the number of connections and every
+// phase of a connection with timeouts, and drain gracefully on Shutdown.
+package proxy

@@ -1,0 +1,231 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"sync"
+	"time"
+)
+
+// httpFront is the http-mode half of a Server: an http.Server fed with
+// connections whose TLS handshake the Server already did, and one
+// ReverseProxy per backend.
+type httpFront struct {
+	s          *Server
+	srv        *http.Server
+	queue      *connQueue
+	proxies    map[Target]*httputil.ReverseProxy
+	transports []*http.Transport
+}
+
+func (s *Server) newHTTPFront() error {
+	cfg := &s.cfg
+	f := &httpFront{
+		s:       s,
+		queue:   &connQueue{ch: make(chan net.Conn), done: make(chan struct{})},
+		proxies: make(map[Target]*httputil.ReverseProxy),
+	}
+	errorLog := slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
+	var h1, h2c, tlsT *http.Transport
+	pool := bytePool{}
+	for _, t := range s.router.targets() {
+		u := &url.URL{Scheme: "http", Host: t.Addr}
+		var tr *http.Transport
+		switch t.Scheme {
+		case "", SchemeHTTP:
+			if h1 == nil {
+				h1 = f.newTransport()
+			}
+			tr = h1
+		case SchemeH2C, SchemeGRPC:
+			if h2c == nil {
+				h2c = f.newTransport()
+				var p http.Protocols
+				p.SetUnencryptedHTTP2(true)
+				h2c.Protocols = &p
+			}
+			tr = h2c
+		case SchemeHTTPS:
+			if tlsT == nil {
+				tlsT = f.newTransport()
+				tlsT.TLSClientConfig = s.backendTLSConfig(Target{})
+				tlsT.ForceAttemptHTTP2 = true
+			}
+			tr = tlsT
+			u.Scheme = "https"
+		default:
+			return errors.New("config: backend " + t.String() + ": tcp:// targets need tcp mode")
+		}
+		f.proxies[t] = &httputil.ReverseProxy{
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				pr.SetURL(u)
+				pr.Out.Host = pr.In.Host // the app sees the domain the client asked for
+				pr.SetXForwarded()
+			},
+			Transport:     tr,
+			FlushInterval: -1, // streaming and server-sent events reach the client at once
+			BufferPool:    pool,
+			ErrorLog:      errorLog,
+			ErrorHandler:  f.backendError,
+		}
+	}
+	var protos http.Protocols
+	protos.SetHTTP1(slices.Contains(cfg.ALPN, "http/1.1"))
+	protos.SetHTTP2(slices.Contains(cfg.ALPN, "h2"))
+	f.srv = &http.Server{
+		Handler:           f,
+		ReadHeaderTimeout: cfg.HeaderTimeout,
+		IdleTimeout:       cfg.ClientTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		Protocols:         &protos,
+		ErrorLog:          errorLog,
+		BaseContext:       func(net.Listener) context.Context { return s.ctx },
+	}
+	s.http = f
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f.srv.Serve(f.queue)
+	}()
+	return nil
+}
+
+func (f *httpFront) newTransport() *http.Transport {
+	cfg := &f.s.cfg
+	t := &http.Transport{
+		Proxy:                 nil, // never an environment proxy: the backends are local
+		DialContext:           f.s.dialer.DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   cfg.ConnectTimeout,
+		ResponseHeaderTimeout: cfg.ServerTimeout,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true, // pass Accept-Encoding and bodies through untouched
+		WriteBufferSize:       bufSize,
+		ReadBufferSize:        bufSize,
+	}
+	f.transports = append(f.transports, t)
+	return t
+}
+
+// backendTLSConfig is the client configuration for https targets; an empty
+// target leaves ServerName to the transport.
+func (s *Server) backendTLSConfig(t Target) *tls.Config {
+	var c *tls.Config
+	if s.cfg.BackendTLS != nil {
+		c = s.cfg.BackendTLS.Clone()
+	} else {
+		c = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if c.ServerName == "" && t.Addr != "" {
+		c.ServerName, _, _ = net.SplitHostPort(t.Addr)
+	}
+	return c
+}
+
+// deliver hands a connection whose handshake is done to the http.Server.
+func (f *httpFront) deliver(tc *tls.Conn) {
+	select {
+	case f.queue.ch <- tc:
+	case <-f.queue.done:
+		tc.Close()
+	}
+}
+
+func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s := f.s
+	s.handlers.Add(1)
+	defer s.handlers.Add(-1)
+	if s.cfg.Evidence != nil && isEvidencePath(r.URL.Path) {
+		s.stats.evidence.Add(1)
+		s.cfg.Evidence.ServeHTTP(w, r)
+		return
+	}
+	t, ok := f.route(r)
+	if !ok {
+		s.stats.unrouted.Add(1)
+		http.Error(w, "no route for this host", http.StatusMisdirectedRequest)
+		return
+	}
+	f.proxies[t].ServeHTTP(w, r)
+}
+
+// route picks the backend by Host (HTTP/2 clients reuse a connection for every
+// name its certificate covers, so SNI alone is not enough), then by SNI, then
+// the default.
+func (f *httpFront) route(r *http.Request) (Target, bool) {
+	rt := f.s.router
+	if t, ok := rt.lookup(hostOnly(r.Host)); ok {
+		return t, true
+	}
+	if r.TLS != nil {
+		if t, ok := rt.lookup(r.TLS.ServerName); ok {
+			return t, true
+		}
+	}
+	return rt.def, !rt.def.IsZero()
+}
+
+// hostOnly strips the port from a Host header.
+func hostOnly(h string) string {
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		return host
+	}
+	return h
+}
+
+func (f *httpFront) backendError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		return // the client went away
+	}
+	f.s.stats.backendErrors.Add(1)
+	f.s.log.Info("backend request failed", "host", r.Host, "path", r.URL.Path, "err", err)
+	w.WriteHeader(http.StatusBadGateway)
+}
+
+func (f *httpFront) shutdown(ctx context.Context) error {
+	return f.srv.Shutdown(ctx)
+}
+
+func (f *httpFront) closeIdle() {
+	for _, t := range f.transports {
+		t.CloseIdleConnections()
+	}
+}
+
+// connQueue is the net.Listener the http.Server accepts from.
+type connQueue struct {
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.ch:
+		return c, nil
+	case <-q.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (q *connQueue) Close() error {
+	q.once.Do(func() { close(q.done) })
+	return nil
+}
+
+func (q *connQueue) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4zero} }
+
+// bytePool lends ReverseProxy its copy buffers.
+type bytePool struct{}
+
+func (bytePool) Get() []byte  { return *getBuf() }
+func (bytePool) Put(b []byte) { putBuf(&b) }

@@ -1,0 +1,347 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("proxy: server closed")
+
+// Stats are counters since New, for export as metrics.
+type Stats struct {
+	Accepted         uint64 // TCP connections accepted
+	Refused          uint64 // closed at once because MaxConns connections were open
+	HandshakeErrors  uint64 // failed or timed-out TLS handshakes (garbage, slowloris, unknown ALPN)
+	Challenges       uint64 // tls-alpn-01 handshakes answered
+	Unrouted         uint64 // connections or requests for a name with no route and no default
+	BackendErrors    uint64 // backend dials that failed, backends that reset, 502 responses
+	EvidenceRequests uint64 // requests answered by the evidence handler
+	Active           int64  // client connections open now
+}
+
+type counters struct {
+	accepted, refused, handshakeErrors, challenges, unrouted, backendErrors, evidence atomic.Uint64
+	active                                                                         atomic.Int64
+}
+
+// Server terminates TLS and forwards to backends. Create it with New, run it with
+// Serve, stop it with Shutdown.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	router  *router
+	tlsConf *tls.Config
+	dialer  net.Dialer
+	http    *httpFront // nil in tcp mode
+	stats   counters
+
+	// ctx is cancelled when Shutdown gives up waiting: it ends evidence
+	// requests and backend dials still running.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*trackedConn]struct{}
+	closing   bool
+	quit      chan struct{} // closed when Shutdown starts
+	drained   chan struct{} // closed when conns is empty after Shutdown started
+	drainOnce sync.Once
+	handlers  atomic.Int64  // http-mode handlers running
+	wg        sync.WaitGroup
+}
+
+// New validates cfg and returns a Server. Errors name the Config field to change.
+func New(cfg Config) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	rt, err := newRouter(cfg.Routes, cfg.Default)
+	if err != nil {
+		return nil, fmt.Errorf("config: Routes: %w", err)
+	}
+	s := &Server{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		router:    rt,
+		dialer:    net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second},
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*trackedConn]struct{}),
+		quit:      make(chan struct{}),
+		drained:   make(chan struct{}),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.tlsConf = &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		GetCertificate:     cfg.Certs.GetCertificate,
+		GetConfigForClient: s.configForClient,
+		NextProtos:         cfg.ALPN,
+		// Full-size records from the start, as HAProxy sends them: fewer
+		// records and syscalls for bulk transfers.
+		DynamicRecordSizingDisabled: true,
+	}
+	if cfg.Mode == ModeHTTP {
+		if err := s.newHTTPFront(); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// configForClient answers tls-alpn-01 ClientHellos with the challenge
+// certificate and leaves all others to the base configuration.
+func (s *Server) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	if !slices.Contains(hello.SupportedProtos, ALPNChallenge) {
+		return nil, nil
+	}
+	if s.cfg.Challenges != nil {
+		if cert, ok := s.cfg.Challenges.ChallengeCertificate(hello.ServerName); ok {
+			return &tls.Config{
+				MinVersion:   tls.VersionTLS12,
+				Certificates: []tls.Certificate{*cert},
+				NextProtos:   []string{ALPNChallenge},
+			}, nil
+		}
+	}
+	return nil, fmt.Errorf("no tls-alpn-01 challenge pending for %q", hello.ServerName)
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	return Stats{
+		Accepted:         s.stats.accepted.Load(),
+		Refused:          s.stats.refused.Load(),
+		HandshakeErrors:  s.stats.handshakeErrors.Load(),
+		Challenges:       s.stats.challenges.Load(),
+		Unrouted:         s.stats.unrouted.Load(),
+		BackendErrors:    s.stats.backendErrors.Load(),
+		EvidenceRequests: s.stats.evidence.Load(),
+		Active:           s.stats.active.Load(),
+	}
+}
+
+// Serve accepts connections on ln until Shutdown, then returns ErrServerClosed.
+// It may be called for several listeners at once. ln is closed on return.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+		ln.Close()
+	}()
+
+	var backoff time.Duration
+	for {
+		raw, err := ln.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return ErrServerClosed
+			}
+			var te interface{ Temporary() bool }
+			if !errors.As(err, &te) || !te.Temporary() {
+				return fmt.Errorf("accepting connections on %s: %w", ln.Addr(), err)
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed, retrying", "err", err, "retry_in", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-s.quit:
+				t.Stop()
+				return ErrServerClosed
+			}
+			continue
+		}
+		backoff = 0
+		s.stats.accepted.Add(1)
+		c := s.track(raw)
+		if c == nil {
+			raw.Close()
+			continue
+		}
+		s.wg.Add(1)
+		go s.handle(c)
+	}
+}
+
+// track registers a new client connection, or returns nil when MaxConns
+// connections are open or the server is shutting down.
+func (s *Server) track(raw net.Conn) *trackedConn {
+	if max := int64(s.cfg.MaxConns); max > 0 {
+		for {
+			n := s.stats.active.Load()
+			if n >= max {
+				s.stats.refused.Add(1)
+				s.log.Debug("connection refused: MaxConns reached", "remote", raw.RemoteAddr().String(), "max_conns", max)
+				return nil
+			}
+			if s.stats.active.CompareAndSwap(n, n+1) {
+				break
+			}
+		}
+	} else {
+		s.stats.active.Add(1)
+	}
+	c := &trackedConn{Conn: raw, s: s}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		s.stats.active.Add(-1)
+		return nil
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return c
+}
+
+func (s *Server) forget(c *trackedConn) {
+	s.stats.active.Add(-1)
+	s.mu.Lock()
+	delete(s.conns, c)
+	empty := s.closing && len(s.conns) == 0
+	s.mu.Unlock()
+	if empty {
+		s.drainOnce.Do(func() { close(s.drained) })
+	}
+	s.wg.Done()
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// trackedConn is a client connection counted against MaxConns until closed.
+type trackedConn struct {
+	net.Conn
+	s    *Server
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.s.forget(c) })
+	return err
+}
+
+// closeWrite half-closes the TCP connection, if it is one.
+func (c *trackedConn) closeWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+func (s *Server) handle(c *trackedConn) {
+	defer s.wg.Done()
+	tc := tls.Server(c, s.tlsConf)
+	c.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	if err := tc.Handshake(); err != nil {
+		s.stats.handshakeErrors.Add(1)
+		s.log.Debug("tls handshake failed", "remote", c.RemoteAddr().String(), "err", err)
+		c.Close()
+		return
+	}
+	c.SetDeadline(time.Time{})
+	st := tc.ConnectionState()
+	if st.NegotiatedProtocol == ALPNChallenge {
+		s.stats.challenges.Add(1)
+		s.log.Info("answered tls-alpn-01 challenge", "domain", st.ServerName, "remote", c.RemoteAddr().String())
+		tc.Close()
+		return
+	}
+	if s.http != nil {
+		s.http.deliver(tc)
+		return
+	}
+	s.serveTCP(c, tc, &st)
+}
+
+// Shutdown stops accepting connections, lets open ones finish until ctx is done,
+// then closes those left. It returns once every goroutine the Server started has
+// ended: nil if all connections finished in time, else ctx's error. In http mode
+// idle keep-alive connections are closed at once and HTTP/2 clients get GOAWAY;
+// in tcp mode a connection ends when both sides close it.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	first := !s.closing
+	s.closing = true
+	lns := make([]net.Listener, 0, len(s.listeners))
+	for ln := range s.listeners {
+		lns = append(lns, ln)
+	}
+	empty := len(s.conns) == 0
+	s.mu.Unlock()
+	if empty {
+		s.drainOnce.Do(func() { close(s.drained) })
+	}
+	if first {
+		close(s.quit)
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+
+	var err error
+	if s.http != nil {
+		err = s.http.shutdown(ctx)
+	}
+	select {
+	case <-s.drained:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		s.cancel()
+		s.mu.Lock()
+		left := make([]*trackedConn, 0, len(s.conns))
+		for c := range s.conns {
+			left = append(left, c)
+		}
+		s.mu.Unlock()
+		if len(left) > 0 {
+			s.log.Warn("drain deadline reached, closing connections", "open", len(left))
+		}
+		for _, c := range left {
+			c.Close()
+		}
+	}
+	s.wg.Wait()
+	// Handlers of hijacked connections (websockets) end once their connection
+	// is closed; wait for them so that nothing we started outlives Shutdown.
+	if s.handlers.Load() > 0 {
+		t := time.NewTicker(time.Millisecond)
+		deadline := time.Now().Add(5 * time.Second)
+		for s.handlers.Load() > 0 && time.Now().Before(deadline) {
+			<-t.C
+		}
+		t.Stop()
+		if n := s.handlers.Load(); n > 0 {
+			s.log.Warn("http handlers still running after their connections were closed", "handlers", n)
+		}
+	}
+	s.cancel()
+	if s.http != nil {
+		s.http.closeIdle()
+	}
+	return err
+}

@@ -1,0 +1,498 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"errors"
+	"io"
+	"math"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+const (
+	// smallBufSize is what a tcp-mode connection reads the client into until
+	// traffic needs more: it holds a typical request (and the evidence sniff)
+	// without taking a pooled buffer, so idle connections stay small.
+	smallBufSize = 512
+	// bufSize is one full TLS record of plaintext.
+	bufSize = 16 << 10
+)
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+
+func getBuf() *[]byte  { return bufPool.Get().(*[]byte) }
+func putBuf(b *[]byte) { bufPool.Put(b) }
+
+// epoch anchors monotonic timestamps stored as int64 nanoseconds.
+var epoch = time.Now()
+
+func monotime() int64 { return int64(time.Since(epoch)) }
+
+func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
+
+// Who the stream belongs to, decided once per connection.
+const (
+	decUndecided uint32 = iota
+	decBackend
+	decEvidence
+)
+
+// tcpSession is one tcp-mode connection: the client (A, the goroutine that did
+// the handshake, reads the client) and its backend (B, started at once, dials
+// and reads the backend).
+type tcpSession struct {
+	s      *Server
+	client *trackedConn
+	tc     *tls.Conn
+	state  *tls.ConnectionState
+	target Target
+
+	// Set by B before dialed is closed; mu orders them with abort.
+	mu      sync.Mutex
+	back    net.Conn
+	backRaw syscall.RawConn // back's raw conn when it is plain TCP
+	dialed  chan struct{}
+	ready   bool        // A has seen dialed closed (A only)
+	noBack  atomic.Bool // the dial failed
+	aborted bool        // under mu
+
+	decision atomic.Uint32
+	handoff  chan struct{} // closed when the backend may write to the client after evidence
+	closed   chan struct{} // closed by abort
+	stopOnce sync.Once
+	refs     atomic.Int32
+
+	lastActive atomic.Int64 // monotime of the last byte read from either side
+
+	// Write-deadline bookkeeping, each used by one goroutine at a time.
+	clientWD, backWD int64
+
+	// Raw backend reads: the callback is allocated once per session.
+	rawRead func(fd uintptr) bool
+	rbuf    *[]byte
+	rn      int
+	rerr    error
+
+	small [smallBufSize]byte
+}
+
+func (s *Server) serveTCP(c *trackedConn, tc *tls.Conn, st *tls.ConnectionState) {
+	target, ok := s.router.match(st.ServerName)
+	if !ok {
+		s.stats.unrouted.Add(1)
+		s.log.Info("no route for server name", "sni", st.ServerName, "remote", c.RemoteAddr().String())
+		tc.Close()
+		return
+	}
+	x := &tcpSession{
+		s:        s,
+		client:   c,
+		tc:       tc,
+		state:    st,
+		target:   target,
+		dialed:   make(chan struct{}),
+		closed:   make(chan struct{}),
+		clientWD: math.MinInt64 / 2,
+		backWD:   math.MinInt64 / 2,
+	}
+	x.rawRead = x.rawReadFn
+	x.touch()
+	c.SetReadDeadline(time.Now().Add(s.cfg.ClientTimeout))
+	if s.cfg.Evidence == nil {
+		x.decision.Store(decBackend)
+	} else {
+		x.handoff = make(chan struct{})
+	}
+	x.refs.Store(2)
+	s.wg.Add(1)
+	go x.backendLoop()
+	x.clientLoop()
+	x.release()
+}
+
+// release ends one of the session's goroutines; the last one closes everything.
+func (x *tcpSession) release() {
+	if x.refs.Add(-1) == 0 {
+		x.abort()
+	}
+}
+
+// abort closes both connections without ceremony; blocked reads and writes on
+// either side return.
+func (x *tcpSession) abort() {
+	x.stopOnce.Do(func() {
+		close(x.closed)
+		x.client.Close()
+		x.mu.Lock()
+		x.aborted = true
+		back := x.back
+		x.mu.Unlock()
+		if back != nil {
+			back.Close()
+		}
+	})
+}
+
+// closeClean tells the client we are done (close_notify, then FIN) and ends the
+// session.
+func (x *tcpSession) closeClean() {
+	x.closeClientWrite()
+	x.abort()
+}
+
+func (x *tcpSession) closeClientWrite() {
+	x.tc.CloseWrite()
+	x.client.closeWrite()
+}
+
+func (x *tcpSession) touch() { x.lastActive.Store(monotime()) }
+
+// extend pushes a read deadline that fired back when some byte moved on the
+// session within timeout; it reports false when the session has been idle for
+// timeout.
+func (x *tcpSession) extend(timeout time.Duration, set func(time.Time) error) bool {
+	idle := time.Duration(monotime() - x.lastActive.Load())
+	if idle >= timeout || x.noBack.Load() {
+		return false
+	}
+	return set(time.Now().Add(timeout-idle)) == nil
+}
+
+// claimBackend records that the stream belongs to the backend; it reports false
+// when it already went to the evidence handler.
+func (x *tcpSession) claimBackend() bool {
+	return x.decision.CompareAndSwap(decUndecided, decBackend) || x.decision.Load() == decBackend
+}
+
+// clientLoop is goroutine A: sniff for evidence if configured, then forward
+// client bytes to the backend.
+func (x *tcpSession) clientLoop() {
+	have := 0
+	if x.decision.Load() == decUndecided {
+		for {
+			n, err := x.readClient(x.small[have:])
+			have += n
+			if n > 0 {
+				switch sniff(x.small[:have]) {
+				case sniffEvidence:
+					if x.decision.CompareAndSwap(decUndecided, decEvidence) {
+						x.serveEvidence(have)
+						return
+					}
+				case sniffBackend:
+					x.claimBackend()
+				}
+			}
+			if err != nil {
+				x.claimBackend()
+				if have > 0 && x.writeBackend(x.small[:have]) != nil {
+					x.abort()
+					return
+				}
+				x.clientDone(err)
+				return
+			}
+			if x.decision.Load() == decBackend {
+				break
+			}
+		}
+	}
+	x.clientPump(x.small[:have])
+}
+
+// clientPump forwards pending, then the rest of the client stream, to the
+// backend. It reads into the session's small buffer and takes a pooled buffer
+// only while reads fill it, so an idle connection holds no pooled buffer.
+func (x *tcpSession) clientPump(pending []byte) {
+	if len(pending) > 0 && x.writeBackend(pending) != nil {
+		x.abort()
+		return
+	}
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			putBuf(big)
+		}
+	}()
+	for {
+		p := x.small[:]
+		if big != nil {
+			p = *big
+		}
+		n, err := x.readClient(p)
+		if n > 0 && x.writeBackend(p[:n]) != nil {
+			x.abort()
+			return
+		}
+		if big == nil && n == len(p) {
+			big = getBuf()
+		} else if big != nil && n < smallBufSize {
+			putBuf(big)
+			big = nil
+		}
+		if err != nil {
+			x.clientDone(err)
+			return
+		}
+	}
+}
+
+// clientDone handles the end of the client stream: EOF is passed on as a
+// half-close, anything else ends the session.
+func (x *tcpSession) clientDone(err error) {
+	if err != io.EOF {
+		x.s.log.Debug("client connection ended", "remote", x.client.RemoteAddr().String(), "err", err)
+		if isTimeout(err) {
+			x.closeClean()
+		} else {
+			x.abort()
+		}
+		return
+	}
+	if !x.waitDial() {
+		x.abort()
+		return
+	}
+	if cw, ok := x.back.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+}
+
+func (x *tcpSession) readClient(p []byte) (int, error) {
+	for {
+		n, err := x.tc.Read(p)
+		if n > 0 {
+			x.touch()
+			return n, err
+		}
+		if err != nil && isTimeout(err) && x.extend(x.s.cfg.ClientTimeout, x.client.SetReadDeadline) {
+			continue
+		}
+		return n, err
+	}
+}
+
+func (x *tcpSession) writeClient(p []byte) error {
+	if now := monotime(); now-x.clientWD > int64(x.s.cfg.ClientTimeout/16) {
+		x.client.SetWriteDeadline(time.Now().Add(x.s.cfg.ClientTimeout))
+		x.clientWD = now
+	}
+	_, err := x.tc.Write(p)
+	return err
+}
+
+// waitDial waits for B's dial and reports whether the backend is there; when it
+// is not, the client is closed cleanly.
+func (x *tcpSession) waitDial() bool {
+	if !x.ready {
+		<-x.dialed
+		x.ready = true
+	}
+	if x.back == nil {
+		x.closeClean()
+		return false
+	}
+	return true
+}
+
+func (x *tcpSession) writeBackend(p []byte) error {
+	if !x.waitDial() {
+		return net.ErrClosed
+	}
+	if now := monotime(); now-x.backWD > int64(x.s.cfg.ServerTimeout/16) {
+		x.back.SetWriteDeadline(time.Now().Add(x.s.cfg.ServerTimeout))
+		x.backWD = now
+	}
+	_, err := x.back.Write(p)
+	return err
+}
+
+// backendLoop is goroutine B: dial the backend at once, then forward what it
+// sends to the client. The first thing the backend sends (or its close) claims
+// the stream, so server-speaks-first protocols get their banner at once.
+func (x *tcpSession) backendLoop() {
+	defer x.s.wg.Done()
+	defer x.release()
+	if !x.dial() {
+		select {
+		case <-x.closed:
+			return
+		default:
+		}
+		if x.decision.Load() == decBackend {
+			x.closeClean()
+		} else if x.decision.Load() == decUndecided {
+			// The client may still ask for evidence, which needs no backend;
+			// give it HeaderTimeout to say so.
+			x.client.SetReadDeadline(time.Now().Add(x.s.cfg.HeaderTimeout))
+		}
+		return
+	}
+	first := true
+	for {
+		buf, n, err := x.readBackend()
+		if first && (n > 0 || err != nil) {
+			first = false
+			if !x.claimBackend() {
+				select {
+				case <-x.handoff:
+				case <-x.closed:
+					if buf != nil {
+						putBuf(buf)
+					}
+					return
+				}
+			}
+		}
+		if n > 0 {
+			werr := x.writeClient((*buf)[:n])
+			putBuf(buf)
+			if werr != nil {
+				x.abort()
+				return
+			}
+		}
+		if err != nil {
+			if err == io.EOF {
+				x.closeClientWrite()
+				return
+			}
+			select {
+			case <-x.closed:
+			default:
+				if isTimeout(err) {
+					x.s.log.Debug("connection idle, closing", "backend", x.target.String(), "remote", x.client.RemoteAddr().String())
+				} else {
+					x.s.stats.backendErrors.Add(1)
+					x.s.log.Info("backend connection failed", "backend", x.target.String(), "err", err)
+				}
+				x.closeClean()
+			}
+			return
+		}
+	}
+}
+
+// dial connects to the backend and sends the PROXY header. It reports false,
+// leaving x.back nil, when that fails or the session ended meanwhile.
+func (x *tcpSession) dial() bool {
+	defer close(x.dialed)
+	conn, err := x.s.dialer.DialContext(x.s.ctx, "tcp", x.target.Addr)
+	if err == nil {
+		err = x.prepareBackend(&conn)
+		if err != nil {
+			conn.Close()
+		}
+	}
+	if err != nil {
+		x.noBack.Store(true)
+		x.s.stats.backendErrors.Add(1)
+		x.s.log.Info("backend dial failed", "backend", x.target.String(), "sni", x.state.ServerName, "err", err)
+		return false
+	}
+	conn.SetReadDeadline(time.Now().Add(x.s.cfg.ServerTimeout))
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.aborted {
+		conn.Close()
+		return false
+	}
+	if tcp, ok := conn.(*net.TCPConn); ok {
+		x.backRaw, _ = tcp.SyscallConn()
+	}
+	x.back = conn
+	return true
+}
+
+// prepareBackend writes the PROXY header and, for https targets, wraps the
+// connection in TLS.
+func (x *tcpSession) prepareBackend(conn *net.Conn) error {
+	if x.s.cfg.ProxyProtocol {
+		hdr, err := proxyHeader(x.client.RemoteAddr(), x.client.LocalAddr(), x.state)
+		if err != nil {
+			return err
+		}
+		(*conn).SetWriteDeadline(time.Now().Add(x.s.cfg.ConnectTimeout))
+		if _, err := (*conn).Write(hdr); err != nil {
+			return err
+		}
+	}
+	if x.target.Scheme == SchemeHTTPS {
+		tc := tls.Client(*conn, x.s.backendTLSConfig(x.target))
+		(*conn).SetDeadline(time.Now().Add(x.s.cfg.ConnectTimeout))
+		if err := tc.Handshake(); err != nil {
+			return err
+		}
+		(*conn).SetDeadline(time.Time{})
+		*conn = tc
+	}
+	return nil
+}
+
+// readBackend returns the next bytes from the backend in a pooled buffer (nil
+// when n is 0), extending the read deadline while the session is active.
+func (x *tcpSession) readBackend() (*[]byte, int, error) {
+	for {
+		buf, n, err := x.readBackendOnce()
+		if n > 0 {
+			x.touch()
+			return buf, n, nil
+		}
+		if err != nil && isTimeout(err) && x.extend(x.s.cfg.ServerTimeout, x.back.SetReadDeadline) {
+			continue
+		}
+		return nil, 0, err
+	}
+}
+
+func (x *tcpSession) readBackendOnce() (*[]byte, int, error) {
+	if x.backRaw == nil {
+		buf := getBuf()
+		n, err := x.back.Read(*buf)
+		if n == 0 {
+			putBuf(buf)
+			return nil, 0, err
+		}
+		return buf, n, nil
+	}
+	// Wait for readability without holding a buffer: take one from the pool
+	// only for the read attempt itself, as net.Conn.Read would make it.
+	x.rbuf, x.rn, x.rerr = nil, 0, nil
+	if err := x.backRaw.Read(x.rawRead); err != nil {
+		return nil, 0, err
+	}
+	if x.rerr != nil {
+		return nil, 0, os.NewSyscallError("read", x.rerr)
+	}
+	if x.rn == 0 {
+		return nil, 0, io.EOF
+	}
+	return x.rbuf, x.rn, nil
+}
+
+func (x *tcpSession) rawReadFn(fd uintptr) bool {
+	b := getBuf()
+	var n int
+	var err error
+	for {
+		n, err = syscall.Read(int(fd), *b)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err == syscall.EAGAIN {
+		putBuf(b)
+		return false
+	}
+	if n > 0 {
+		x.rbuf, x.rn = b, n
+	} else {
+		putBuf(b)
+		x.rerr = err
+	}
+	return true
+}
