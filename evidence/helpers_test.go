@@ -257,3 +257,12 @@ var errTestQuoter = errors.New("guest agent unreachable")
 func pemCert(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
+
+// pemDecode returns the DER of the first PEM block of b.
+func pemDecode(b []byte) ([]byte, []byte) {
+	blk, rest := pem.Decode(b)
+	if blk == nil {
+		return nil, b
+	}
+	return blk.Bytes, rest
+}
