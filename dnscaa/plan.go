@@ -292,7 +292,7 @@ func dedupRecords(in []Record) []Record {
 // takes one, and generated names that are not valid DNS names.
 func (p *Plan) check() error {
 	for i, a := range p.records {
-		if err := checkHostname(unfqdn(a.Name), true); err != nil {
+		if err := checkHostname(strings.TrimPrefix(unfqdn(a.Name), "*."), true); err != nil {
 			return fmt.Errorf("record name %s for %s is not a valid DNS name: %w", a.Name, a.domain, err)
 		}
 		for _, b := range p.records[i+1:] {
