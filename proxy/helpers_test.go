@@ -334,6 +334,10 @@ func getJSON(t testing.TB, c *http.Client, url string, hdr http.Header) (*http.R
 	t.Helper()
 	req, _ := http.NewRequest("GET", url, nil)
 	for k, v := range hdr {
+		if k == "Host" {
+			req.Host = v[0]
+			continue
+		}
 		req.Header[k] = v
 	}
 	resp, err := c.Do(req)

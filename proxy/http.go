@@ -159,19 +159,14 @@ func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // route picks the backend by Host (HTTP/2 clients reuse a connection for every
-// name its certificate covers, so SNI alone is not enough), then by SNI, then
-// the default.
+// name its certificate covers, so SNI alone is not enough), by SNI when there is
+// no Host (HTTP/1.0), then the default.
 func (f *httpFront) route(r *http.Request) (Target, bool) {
-	rt := f.s.router
-	if t, ok := rt.lookup(hostOnly(r.Host)); ok {
-		return t, true
+	name := hostOnly(r.Host)
+	if name == "" && r.TLS != nil {
+		name = r.TLS.ServerName
 	}
-	if r.TLS != nil {
-		if t, ok := rt.lookup(r.TLS.ServerName); ok {
-			return t, true
-		}
-	}
-	return rt.def, !rt.def.IsZero()
+	return f.s.router.match(name)
 }
 
 // hostOnly strips the port from a Host header.

@@ -256,14 +256,6 @@ func (r *router) targets() []Target {
 // match returns the target for a server name (SNI or Host without port):
 // exact route, then one-label wildcard route, then the default.
 func (r *router) match(name string) (Target, bool) {
-	if t, ok := r.lookup(name); ok {
-		return t, true
-	}
-	return r.def, !r.def.IsZero()
-}
-
-// lookup is match without the default.
-func (r *router) lookup(name string) (Target, bool) {
 	name = normalizeName(name)
 	if t, ok := r.exact[name]; ok {
 		return t, true
@@ -273,5 +265,5 @@ func (r *router) lookup(name string) (Target, bool) {
 			return t, true
 		}
 	}
-	return Target{}, false
+	return r.def, !r.def.IsZero()
 }

@@ -30,7 +30,7 @@ type Stats struct {
 
 type counters struct {
 	accepted, refused, handshakeErrors, challenges, unrouted, backendErrors, evidence atomic.Uint64
-	active                                                                         atomic.Int64
+	active                                                                            atomic.Int64
 }
 
 // Server terminates TLS and forwards to backends. Create it with New, run it with
@@ -56,7 +56,7 @@ type Server struct {
 	quit      chan struct{} // closed when Shutdown starts
 	drained   chan struct{} // closed when conns is empty after Shutdown started
 	drainOnce sync.Once
-	handlers  atomic.Int64  // http-mode handlers running
+	handlers  atomic.Int64 // http-mode handlers running
 	wg        sync.WaitGroup
 }
 
