@@ -95,22 +95,7 @@ func Apply(ctx context.Context, p Provider, plan *Plan, opts ApplyOptions) ([]Ch
 	}
 	for _, z := range zs {
 		all = append(all, z.changes...)
-		order := make([]Change, 0, len(z.changes))
-		for _, ch := range z.changes {
-			if ch.Action == ActionDelete && ch.first {
-				order = append(order, ch)
-			}
-		}
-		for _, ch := range z.changes {
-			if ch.Action == ActionCreate {
-				order = append(order, ch)
-			}
-		}
-		for _, ch := range z.changes {
-			if ch.Action == ActionDelete && !ch.first {
-				order = append(order, ch)
-			}
-		}
+		order := orderChanges(z.changes)
 		for _, ch := range order {
 			var err error
 			if ch.Action == ActionCreate {
@@ -132,6 +117,42 @@ func Apply(ctx context.Context, p Provider, plan *Plan, opts ApplyOptions) ([]Ch
 		}
 	}
 	return all, nil
+}
+
+// orderChanges puts the changes of one zone in the order they are made:
+// creates that conflict with nothing, so that a provider refusing writes
+// fails before anything was deleted; then deletes of records that cannot
+// coexist with a new CNAME, directly followed by the CNAME; last the deletes
+// of replaced records, once their replacements exist.
+func orderChanges(changes []Change) []Change {
+	blocked := map[string]bool{}
+	for _, ch := range changes {
+		if ch.Action == ActionDelete && ch.first {
+			blocked[ch.Record.Name] = true
+		}
+	}
+	var order []Change
+	for _, ch := range changes {
+		if ch.Action == ActionCreate && !blocked[ch.Record.Name] {
+			order = append(order, ch)
+		}
+	}
+	for _, ch := range changes {
+		if ch.Action == ActionDelete && ch.first {
+			order = append(order, ch)
+		}
+	}
+	for _, ch := range changes {
+		if ch.Action == ActionCreate && blocked[ch.Record.Name] {
+			order = append(order, ch)
+		}
+	}
+	for _, ch := range changes {
+		if ch.Action == ActionDelete && !ch.first {
+			order = append(order, ch)
+		}
+	}
+	return order
 }
 
 // zoneDiff is the changes for one zone.

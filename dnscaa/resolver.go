@@ -125,6 +125,11 @@ func (r *Resolver) followCNAME(ctx context.Context, name string) (string, []stri
 	var chain []string
 	for range maxCNAMEHops {
 		m, err := r.Query(ctx, cur, dns.TypeCNAME)
+		if err != nil && m != nil && m.Rcode == dns.RcodeRefused && len(chain) > 0 {
+			// An authoritative server asked directly knows nothing
+			// past its zones: the chain ends at the last name it gave.
+			return cur, chain, nil
+		}
 		if err != nil {
 			return "", chain, fmt.Errorf("looking up CNAME of %s: %w", cur, err)
 		}
