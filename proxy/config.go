@@ -139,16 +139,23 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Default.IsZero() && len(c.Routes) == 0 {
 		return c, errors.New("config: no backend: set Default (TARGET_ENDPOINT) or Routes (ROUTING_MAP)")
 	}
-	targets := c.Routes
-	if !c.Default.IsZero() {
-		targets = append([]Route{{Host: "(default)", Target: c.Default}}, c.Routes...)
+	type namedTarget struct {
+		field string
+		t     Target
 	}
-	for _, r := range targets {
-		if c.Mode == ModeHTTP && r.Target.Scheme == SchemeTCP {
-			return c, fmt.Errorf("config: backend %s for %s: tcp:// targets need tcp mode; in http mode use http://, https://, h2c:// or grpc://", r.Target, r.Host)
+	var targets []namedTarget
+	if !c.Default.IsZero() {
+		targets = append(targets, namedTarget{"Default (TARGET_ENDPOINT)", c.Default})
+	}
+	for _, r := range c.Routes {
+		targets = append(targets, namedTarget{fmt.Sprintf("Routes (ROUTING_MAP) entry %s", r.Host), r.Target})
+	}
+	for _, nt := range targets {
+		if c.Mode == ModeHTTP && nt.t.Scheme == SchemeTCP {
+			return c, fmt.Errorf("config: %s: %s: tcp:// targets need tcp mode; in http mode use http://, https://, h2c:// or grpc://", nt.field, nt.t)
 		}
-		if _, err := ParseTarget(r.Target.String()); err != nil {
-			return c, fmt.Errorf("config: backend for %s: %w", r.Host, err)
+		if _, err := ParseTarget(nt.t.String()); err != nil {
+			return c, fmt.Errorf("config: %s: %w", nt.field, err)
 		}
 	}
 	if c.Mode == ModeHTTP && c.ProxyProtocol {

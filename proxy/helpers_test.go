@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -395,4 +396,9 @@ func mustf(t testing.TB, err error, format string, args ...any) {
 	if err != nil {
 		t.Fatalf("%s: %v", fmt.Sprintf(format, args...), err)
 	}
+}
+
+func bufioReader(c net.Conn) *bufio.Reader {
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	return bufio.NewReader(c)
 }

@@ -15,6 +15,23 @@ import (
 // TLS, presented no certificate, version and cipher).
 func proxyHeader(client, local net.Addr, st *tls.ConnectionState) ([]byte, error) {
 	h := proxyproto.HeaderProxyFromAddrs(2, client, local)
+	if src, ok := client.(*net.TCPAddr); ok {
+		if dst, ok := local.(*net.TCPAddr); ok {
+			// One family for both addresses: an IPv4 client on a dual-stack
+			// listener is sent as an IPv4-mapped IPv6 address.
+			h.TransportProtocol = proxyproto.TCPv6
+			s4, d4 := src.IP.To4(), dst.IP.To4()
+			if s4 != nil && d4 != nil {
+				h.TransportProtocol = proxyproto.TCPv4
+				src = &net.TCPAddr{IP: s4, Port: src.Port}
+				dst = &net.TCPAddr{IP: d4, Port: dst.Port}
+			} else {
+				src = &net.TCPAddr{IP: src.IP.To16(), Port: src.Port}
+				dst = &net.TCPAddr{IP: dst.IP.To16(), Port: dst.Port}
+			}
+			h.Command, h.SourceAddr, h.DestinationAddr = proxyproto.PROXY, src, dst
+		}
+	}
 	var tlvs []proxyproto.TLV
 	if st != nil {
 		if st.ServerName != "" {

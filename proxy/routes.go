@@ -69,9 +69,17 @@ func ParseTarget(s string) (Target, error) {
 	if err != nil {
 		var ae *net.AddrError
 		if errors.As(err, &ae) && ae.Err == "missing port in address" && (t.Scheme == SchemeHTTP || t.Scheme == SchemeHTTPS) {
-			host, port = strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"), "80"
+			host, port = s, "80"
 			if t.Scheme == SchemeHTTPS {
 				port = "443"
+			}
+			if inner, ok := strings.CutPrefix(host, "["); ok {
+				host, ok = strings.CutSuffix(inner, "]")
+				if !ok || strings.ContainsAny(host, "[]") {
+					return Target{}, fmt.Errorf("backend %q: bad bracketed IPv6 address: want %s", in, targetForms)
+				}
+			} else if strings.Contains(host, ":") {
+				return Target{}, fmt.Errorf("backend %q: %w: want %s", in, err, targetForms)
 			}
 		} else {
 			return Target{}, fmt.Errorf("backend %q: %w: want %s", in, err, targetForms)
@@ -82,6 +90,9 @@ func ParseTarget(s string) (Target, error) {
 		return Target{}, fmt.Errorf("backend %q: port %q is not a number from 1 to 65535", in, port)
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip.Zone() != "" {
+			return Target{}, fmt.Errorf("backend %q: IPv6 zones are not supported", in)
+		}
 		host = ip.String()
 	} else if err := checkTargetHost(host); err != nil {
 		return Target{}, fmt.Errorf("backend %q: %w", in, err)

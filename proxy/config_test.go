@@ -1,0 +1,62 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	f := newFixture(t)
+	ok := Target{Addr: "app:80"}
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Default: ok}, "Certs is nil"},
+		{Config{Certs: f.store}, "set Default (TARGET_ENDPOINT) or Routes (ROUTING_MAP)"},
+		{Config{Certs: f.store, Mode: 7, Default: ok}, "Mode 7"},
+		{Config{Certs: f.store, Mode: ModeHTTP, Default: Target{Scheme: SchemeTCP, Addr: "db:5432"}}, "tcp:// targets need tcp mode"},
+		{Config{Certs: f.store, Mode: ModeHTTP, Default: ok, ProxyProtocol: true}, "ProxyProtocol needs tcp mode"},
+		{Config{Certs: f.store, Default: ok, ALPN: []string{"acme-tls/1"}}, "reserved for tls-alpn-01"},
+		{Config{Certs: f.store, Default: ok, ALPN: []string{""}}, "ALPN protocol"},
+		{Config{Certs: f.store, Mode: ModeHTTP, Default: ok, ALPN: []string{"spdy/3"}}, "want h2 and/or http/1.1"},
+		{Config{Certs: f.store, Default: ok, ClientTimeout: -time.Second}, "ClientTimeout -1s is negative"},
+		{Config{Certs: f.store, Default: ok, MaxHeaderBytes: -1}, "MaxHeaderBytes -1 is negative"},
+		{Config{Certs: f.store, Default: Target{Addr: "no-port"}}, "Default (TARGET_ENDPOINT): backend \"no-port\": address no-port: missing port"},
+		{Config{Certs: f.store, Routes: []Route{{Host: "*.*.x", Target: ok}}}, "Routes"},
+		{Config{Certs: f.store, Routes: []Route{{Host: "a.test"}}}, "Routes (ROUTING_MAP) entry a.test: empty backend address"},
+		{Config{Certs: f.store, Routes: []Route{{Host: "a.test", Target: ok}, {Host: "A.test", Target: ok}}}, "routed twice"},
+	} {
+		_, err := New(tc.cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New(%+v) = %v, want error mentioning %q", tc.cfg, err, tc.want)
+		}
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	f := newFixture(t)
+	s, err := New(Config{Certs: f.store, Default: Target{Addr: "app:80"}})
+	mustf(t, err, "New")
+	c := s.cfg
+	if c.MaxConns != DefaultMaxConns || c.HandshakeTimeout != DefaultHandshakeTimeout || c.ConnectTimeout != DefaultConnectTimeout ||
+		c.ClientTimeout != DefaultClientTimeout || c.ServerTimeout != DefaultServerTimeout || c.HeaderTimeout != DefaultHeaderTimeout ||
+		c.MaxHeaderBytes != DefaultMaxHeaderBytes || c.Logger == nil || c.ALPN != nil {
+		t.Fatalf("defaults: %+v", c)
+	}
+	if s.tlsConf.MinVersion != 0x0303 || s.tlsConf.CurvePreferences != nil {
+		t.Fatalf("TLS: min version %x, curves %v (want TLS 1.2 and Go's defaults, X25519MLKEM768 first)", s.tlsConf.MinVersion, s.tlsConf.CurvePreferences)
+	}
+}
+
+func TestParseMode(t *testing.T) {
+	for in, want := range map[string]Mode{"tcp": ModeTCP, "": ModeTCP, "HTTP": ModeHTTP, " http ": ModeHTTP} {
+		if got, err := ParseMode(in); err != nil || got != want {
+			t.Errorf("ParseMode(%q) = %v, %v", in, got, err)
+		}
+	}
+	if _, err := ParseMode("l7"); err == nil || !strings.Contains(err.Error(), "want tcp or http") {
+		t.Errorf("ParseMode(l7): %v", err)
+	}
+}

@@ -1,0 +1,90 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestSniff(t *testing.T) {
+	for in, want := range map[string]sniffResult{
+		"":                                sniffMore,
+		"G":                               sniffMore,
+		"GET /evidences":                  sniffMore,
+		"HEAD /evid":                      sniffMore,
+		"GET /evidences/":                 sniffEvidence,
+		"GET /evidences ":                 sniffEvidence,
+		"GET /evidences?nonce=1":          sniffEvidence,
+		"HEAD /evidences/quote.json HTTP": sniffEvidence,
+		"GET /evidencesX":                 sniffBackend,
+		"GET / HTTP/1.1":                  sniffBackend,
+		"get /evidences/":                 sniffBackend, // methods are case-sensitive
+		"POST /evidences/":                sniffBackend,
+		"PRI * HTTP/2.0\r\n":              sniffBackend, // h2 preface
+		"\x16\x03\x01":                    sniffBackend,
+		"hi\n":                            sniffBackend,
+		"H":                               sniffMore,
+		"HE":                              sniffMore,
+		"HEL":                             sniffBackend,
+	} {
+		if got := sniff([]byte(in)); got != want {
+			t.Errorf("sniff(%q) = %v, want %v", in, got, want)
+		}
+	}
+	if maxSniff != len("HEAD /evidences/") {
+		t.Fatalf("maxSniff %d", maxSniff)
+	}
+}
+
+func TestIsEvidencePath(t *testing.T) {
+	for p, want := range map[string]bool{
+		"/evidences": true, "/evidences/": true, "/evidences/quote.json": true,
+		"/evidencesX": false, "/": false, "/evidence": false, "/x/evidences/": false, "": false,
+	} {
+		if got := isEvidencePath(p); got != want {
+			t.Errorf("isEvidencePath(%q) = %v", p, got)
+		}
+	}
+}
+
+// sniffReference decides the same question the slow, obvious way, from the six
+// complete evidence request-line starts.
+func sniffReference(b string) sniffResult {
+	var full []string
+	for _, p := range evidencePrefixes {
+		for _, end := range []string{"/", "?", " "} {
+			full = append(full, p+end)
+		}
+	}
+	for _, f := range full {
+		if strings.HasPrefix(b, f) {
+			return sniffEvidence
+		}
+	}
+	for _, f := range full {
+		if len(b) < len(f) && strings.HasPrefix(f, b) {
+			return sniffMore
+		}
+	}
+	return sniffBackend
+}
+
+func FuzzSniff(f *testing.F) {
+	for _, s := range []string{"GET /evidences/", "HEAD /evidences?x", "GET /", "PRI * HTTP/2.0", "GET /evidencesX", ""} {
+		f.Add([]byte(s), []byte("more"))
+	}
+	f.Fuzz(func(t *testing.T, b, more []byte) {
+		got := sniff(b)
+		if want := sniffReference(string(b)); got != want {
+			t.Fatalf("sniff(%q) = %v, reference says %v", b, got, want)
+		}
+		if got == sniffMore && len(b) >= maxSniff {
+			t.Fatalf("sniff(%q) undecided after %d bytes", b, len(b))
+		}
+		// A decision never changes with more bytes: the proxy acts on it at once.
+		if got != sniffMore {
+			if again := sniff(append(b[:len(b):len(b)], more...)); again != got {
+				t.Fatalf("sniff(%q) = %v but with %q appended %v", b, got, more, again)
+			}
+		}
+	})
+}
