@@ -261,9 +261,21 @@ func zoneChanges(zone string, want []planned, existing []Record, siblings bool) 
 		}
 		if have {
 			changes = append(changes, Change{Action: ActionKeep, Zone: zone, Record: w.Record, Why: w.kind.String() + " of " + w.domain})
-		} else {
-			changes = append(changes, Change{Action: ActionCreate, Zone: zone, Record: w.Record, Why: w.kind.String() + " of " + w.domain})
+			continue
 		}
+		rec := w.Record
+		if w.kind == kindCAA {
+			// An RRset has one TTL (RFC 2181 section 5.2): a record joining
+			// records that stay (an iodef) takes their TTL, so that they
+			// stay exactly as they were.
+			for i, e := range existing {
+				if e.Name == rec.Name && e.Type == rec.Type && !deleting[i] && e.TTL > 0 {
+					rec.TTL = e.TTL
+					break
+				}
+			}
+		}
+		changes = append(changes, Change{Action: ActionCreate, Zone: zone, Record: rec, Why: w.kind.String() + " of " + w.domain})
 	}
 	return changes, nil
 }

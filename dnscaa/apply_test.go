@@ -88,7 +88,7 @@ func TestApplyCloudflare(t *testing.T) {
 		`create _dstack-app-address-wildcard.apps.example.test. 60 IN TXT "b1ea785543bbbb19ce9de33744321360992bf63b:443"`,
 		`create _dstack-app-address.app.example.test. 60 IN TXT "b1ea785543bbbb19ce9de33744321360992bf63b:443"`,
 		`create app.example.test. 60 IN CNAME _.gateway.example.net.`,
-		`create apps.example.test. 60 IN CAA 0 issuewild "letsencrypt.org;validationmethods=dns-01;accounturi=https://acme.example/acme/acct/1234"`,
+		`create apps.example.test. 300 IN CAA 0 issuewild "letsencrypt.org;validationmethods=dns-01;accounturi=https://acme.example/acme/acct/1234"`,
 		`delete _dstack-app-address.app.example.test. 60 IN TXT "oldapp:443"`,
 		`delete app.example.test. 300 IN A 192.0.2.10`,
 		`delete apps.example.test. 300 IN CAA 0 issuewild "pki.goog"`,

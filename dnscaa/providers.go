@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/libdns/cloudflare"
 	"github.com/libdns/libdns"
@@ -48,8 +50,13 @@ func buildRFC2136(v map[string]string, _ ProviderConfig, _ *Client) (Provider, e
 		server = net.JoinHostPort(strings.Trim(server, "[]"), "53")
 	}
 	host, port, err := net.SplitHostPort(server)
-	if err != nil || host == "" || port == "" {
-		return nil, fmt.Errorf("RFC2136_NAMESERVER=%q is not host or host:port", v["RFC2136_NAMESERVER"])
+	if err == nil {
+		if _, perr := netip.ParseAddr(host); perr != nil {
+			_, err = parseHostname("RFC2136_NAMESERVER", host, true)
+		}
+	}
+	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 1 || n > 65535 {
+		return nil, fmt.Errorf("RFC2136_NAMESERVER=%q is not host or host:port (e.g. 192.0.2.53 or ns1.example.com:5353)", v["RFC2136_NAMESERVER"])
 	}
 	keyName, err := parseHostname("RFC2136_TSIG_KEY", v["RFC2136_TSIG_KEY"], true)
 	if err != nil {
@@ -75,35 +82,25 @@ func buildLinode(v map[string]string, _ ProviderConfig, _ *Client) (Provider, er
 	if err := checkToken("LINODE_API_TOKEN", v["LINODE_API_TOKEN"]); err != nil {
 		return nil, err
 	}
-	p := &linode.Provider{APIToken: v["LINODE_API_TOKEN"]}
-	initLinode(p)
-	return &linodeAdapter{p: p}, nil
+	return &linodeAdapter{p: &linode.Provider{APIToken: v["LINODE_API_TOKEN"]}}, nil
 }
 
-// initLinode runs libdns/linode's one-time initialisation now, while the
-// program is starting, and undoes its side effect: it replaces the
-// process-wide slog default with a text handler on stdout (which also
-// redirects the standard log package). Only the library's own calls of the
-// slog package functions are affected by the restore racing with them, and
-// it has made none yet.
-func initLinode(p *linode.Provider) {
-	prevSlog := slog.Default()
-	prevOut, prevFlags, prevPrefix := log.Writer(), log.Flags(), log.Prefix()
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	// Any call runs init first; with a cancelled context the API request
-	// fails before leaving the process.
-	_, _ = p.ListZones(ctx)
-	slog.SetDefault(prevSlog)
-	log.SetOutput(prevOut)
-	log.SetFlags(prevFlags)
-	log.SetPrefix(prevPrefix)
-}
-
-// linodeAdapter strips the trailing dot of CNAME targets, which the Linode
-// API stores as bare host names.
+// linodeAdapter works around libdns/linode v0.5.0:
+//   - its one-time initialisation, run inside its first call, replaces the
+//     process-wide slog default with a text handler on stdout (which also
+//     redirects the standard log package); the adapter restores both when
+//     that first call returns. Only logging through those process-wide
+//     defaults during the first call is affected; this program logs through
+//     injected loggers.
+//   - it stores CNAME targets as bare host names: the trailing dot is
+//     stripped before writing.
+//
+// Not worked around: its HTTP client (resty) logs failed requests to stderr
+// itself, and AppendRecords skips records it fails to create without an
+// error (Client detects the short count).
 type linodeAdapter struct {
-	p *linode.Provider
+	p    *linode.Provider
+	once sync.Once
 }
 
 var (
@@ -111,28 +108,57 @@ var (
 	_ libdns.ZoneLister = (*linodeAdapter)(nil)
 )
 
-func (a *linodeAdapter) GetRecords(ctx context.Context, zone string) ([]libdns.Record, error) {
-	return a.p.GetRecords(ctx, zone)
+// linodeInitMu serialises the save and restore of the process-wide loggers
+// across linode providers.
+var linodeInitMu sync.Mutex
+
+func (a *linodeAdapter) guard(f func()) {
+	first := false
+	a.once.Do(func() {
+		first = true
+		linodeInitMu.Lock()
+		defer linodeInitMu.Unlock()
+		prevSlog := slog.Default()
+		prevOut, prevFlags, prevPrefix := log.Writer(), log.Flags(), log.Prefix()
+		defer func() {
+			slog.SetDefault(prevSlog)
+			log.SetOutput(prevOut)
+			log.SetFlags(prevFlags)
+			log.SetPrefix(prevPrefix)
+		}()
+		f()
+	})
+	if !first {
+		f()
+	}
 }
 
-func (a *linodeAdapter) AppendRecords(ctx context.Context, zone string, recs []libdns.Record) ([]libdns.Record, error) {
-	out := make([]libdns.Record, len(recs))
+func (a *linodeAdapter) GetRecords(ctx context.Context, zone string) (out []libdns.Record, err error) {
+	a.guard(func() { out, err = a.p.GetRecords(ctx, zone) })
+	return out, err
+}
+
+func (a *linodeAdapter) AppendRecords(ctx context.Context, zone string, recs []libdns.Record) (out []libdns.Record, err error) {
+	fixed := make([]libdns.Record, len(recs))
 	for i, r := range recs {
 		if c, ok := r.(libdns.CNAME); ok {
 			c.Target = strings.TrimSuffix(c.Target, ".")
 			r = c
 		}
-		out[i] = r
+		fixed[i] = r
 	}
-	return a.p.AppendRecords(ctx, zone, out)
+	a.guard(func() { out, err = a.p.AppendRecords(ctx, zone, fixed) })
+	return out, err
 }
 
-func (a *linodeAdapter) DeleteRecords(ctx context.Context, zone string, recs []libdns.Record) ([]libdns.Record, error) {
-	return a.p.DeleteRecords(ctx, zone, recs)
+func (a *linodeAdapter) DeleteRecords(ctx context.Context, zone string, recs []libdns.Record) (out []libdns.Record, err error) {
+	a.guard(func() { out, err = a.p.DeleteRecords(ctx, zone, recs) })
+	return out, err
 }
 
-func (a *linodeAdapter) ListZones(ctx context.Context) ([]libdns.Zone, error) {
-	return a.p.ListZones(ctx)
+func (a *linodeAdapter) ListZones(ctx context.Context) (out []libdns.Zone, err error) {
+	a.guard(func() { out, err = a.p.ListZones(ctx) })
+	return out, err
 }
 
 func checkClientIP(v string) error {
