@@ -1,0 +1,353 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tee-ingress/tee-ingress/evidence"
+	"github.com/tee-ingress/tee-ingress/verifycli/report"
+)
+
+// Exit statuses.
+const (
+	exitOK    = 0 // no check failed
+	exitFail  = 1 // a check failed
+	exitError = 2 // usage, network or input error: no verdict
+)
+
+// Defaults of the flags.
+const (
+	defaultTimeout = 30 * time.Second
+	defaultCTURL   = "https://crt.sh/"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, colorWanted(os.Stdout, os.LookupEnv))
+	stop()
+	os.Exit(code)
+}
+
+// colorWanted: colour only on a terminal, and never with NO_COLOR set or
+// TERM=dumb.
+func colorWanted(f *os.File, lookup func(string) (string, bool)) bool {
+	if _, ok := lookup("NO_COLOR"); ok {
+		return false
+	}
+	if t, _ := lookup("TERM"); t == "dumb" {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// cliError ends a run with exit status 2: what went wrong and what to do.
+type cliError struct {
+	err  error
+	hint string
+}
+
+func (e *cliError) Error() string { return e.err.Error() }
+func (e *cliError) Unwrap() error { return e.err }
+
+func usageErr(hint, format string, args ...any) error {
+	return &cliError{err: fmt.Errorf(format, args...), hint: hint}
+}
+
+// options are the parsed flags.
+type options struct {
+	json, strict, collateral bool
+	timeout                  time.Duration
+	connect                  string
+	tdxRootFile, caFile      string
+	resolver                 string
+	ctURL                    string // "" when CT is off
+	caaIssuer                string
+	methods                  []string
+	appID, composeHash       string
+	composeFile              string
+	reportData               []byte
+	color                    bool
+
+	// Loaded from the files named above.
+	tdxRoot     []byte
+	extraRoots  []*x509.Certificate
+	composeJSON []byte
+	now         time.Time
+}
+
+// verifyOptions are the evidence options every command passes.
+func (o *options) verifyOptions() evidence.VerifyOptions {
+	vo := evidence.VerifyOptions{
+		TrustedRootsPEM: o.tdxRoot,
+		AppID:           o.appID,
+		ComposeHash:     o.composeHash,
+		ComposeJSON:     o.composeJSON,
+		Now:             o.now,
+		Collateral:      o.collateral,
+	}
+	if o.collateral {
+		vo.Getter = &collateralGetter{timeout: o.timeout}
+	}
+	return vo
+}
+
+// result is what a command hands back for printing.
+type result struct {
+	checks      []evidence.Check
+	identity    *report.Identity
+	certificate *report.Certificate
+	accountURI  string
+	nonce       string
+}
+
+// commands maps each command to its implementation and the flags it accepts
+// beyond the common ones.
+var commands = map[string]struct {
+	run   func(ctx context.Context, o *options, arg string) (*result, error)
+	flags []string
+}{
+	"domain":  {runDomain, []string{"connect", "ca-file", "resolver", "ct-url", "caa-issuer", "validation-methods"}},
+	"gateway": {runGateway, []string{"connect", "ca-file", "resolver", "ct-url", "caa-issuer", "validation-methods"}},
+	"tls":     {runTLS, []string{"connect"}},
+	"bundle":  {runBundle, nil},
+	"quote":   {runQuote, []string{"report-data"}},
+}
+
+// commonFlags apply to every command.
+var commonFlags = map[string]bool{"json": true, "strict": true, "timeout": true, "tdx-root": true, "app-id": true,
+	"compose-hash": true, "compose": true, "collateral": true, "help": true, "h": true}
+
+// run is main without the process: it returns the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, color bool) int {
+	o, cmd, arg, err := parseArgs(args)
+	if errors.Is(err, flag.ErrHelp) {
+		io.WriteString(stdout, usageText)
+		return exitOK
+	}
+	if err == nil {
+		o.color = color
+		o.now = time.Now()
+		err = o.load()
+	}
+	var res *result
+	if err == nil {
+		res, err = commands[cmd].run(ctx, o, arg)
+	}
+	if err != nil {
+		printError(stderr, err)
+		return exitError
+	}
+	r := report.New(cmd, arg, o.now, o.strict, res.checks)
+	r.Connect, r.Identity, r.Certificate, r.AccountURI, r.Nonce = o.connect, res.identity, res.certificate, res.accountURI, res.nonce
+	if o.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(r); err != nil {
+			printError(stderr, fmt.Errorf("writing the report: %w", err))
+			return exitError
+		}
+	} else if err := writeText(stdout, r, o.color); err != nil {
+		printError(stderr, fmt.Errorf("writing the checklist: %w", err))
+		return exitError
+	}
+	if r.Failed() {
+		return exitFail
+	}
+	return exitOK
+}
+
+func printError(w io.Writer, err error) {
+	msg := strings.TrimSuffix(err.Error(), ".")
+	fmt.Fprintf(w, "verifycli: error: %s\n", msg)
+	var ce *cliError
+	if errors.As(err, &ce) && ce.hint != "" {
+		fmt.Fprintf(w, "hint: %s\n", strings.TrimSuffix(ce.hint, "."))
+	}
+}
+
+// parseArgs reads the command, its one argument and the flags, which may
+// come anywhere on the line.
+func parseArgs(args []string) (*options, string, string, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("verifycli", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	var methods, appID, composeHash, reportData string
+	noCT := false
+	fs.BoolVar(&o.json, "json", false, "")
+	fs.BoolVar(&o.strict, "strict", false, "")
+	fs.BoolVar(&o.collateral, "collateral", false, "")
+	fs.DurationVar(&o.timeout, "timeout", defaultTimeout, "")
+	fs.StringVar(&o.connect, "connect", "", "")
+	fs.StringVar(&o.tdxRootFile, "tdx-root", "", "")
+	fs.StringVar(&o.caFile, "ca-file", "", "")
+	fs.StringVar(&o.resolver, "resolver", "", "")
+	fs.StringVar(&o.ctURL, "ct-url", defaultCTURL, "")
+	fs.StringVar(&o.caaIssuer, "caa-issuer", "", "")
+	fs.StringVar(&methods, "validation-methods", "dns-01", "")
+	fs.StringVar(&appID, "app-id", "", "")
+	fs.StringVar(&composeHash, "compose-hash", "", "")
+	fs.StringVar(&o.composeFile, "compose", "", "")
+	fs.StringVar(&reportData, "report-data", "", "")
+
+	const seeHelp = "run verifycli -h for the commands and flags"
+	var positional []string
+	set := map[string]bool{}
+	rest := args
+	for {
+		if err := fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, "", "", err
+			}
+			return nil, "", "", usageErr(seeHelp, "%s", strings.TrimPrefix(err.Error(), "flag provided but not defined: "))
+		}
+		rest = fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if rest[0] == "--" {
+			positional = append(positional, rest[1:]...)
+			break
+		}
+		positional = append(positional, rest[0])
+		rest = rest[1:]
+	}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	if len(positional) == 0 {
+		return nil, "", "", usageErr(seeHelp, "no command given; want one of domain, gateway, tls, bundle, quote")
+	}
+	cmd := positional[0]
+	spec, ok := commands[cmd]
+	if !ok {
+		return nil, "", "", usageErr(seeHelp, "unknown command %q; want one of domain, gateway, tls, bundle, quote", cmd)
+	}
+	what := map[string]string{"domain": "https://DOMAIN", "gateway": "https://gateway.BASE", "tls": "https://HOST:PORT", "bundle": "DIR", "quote": "FILE"}[cmd]
+	switch len(positional) {
+	case 1:
+		return nil, "", "", usageErr(seeHelp, "%s needs one argument: verifycli %s %s", cmd, cmd, what)
+	case 2:
+	default:
+		return nil, "", "", usageErr(seeHelp, "%s takes one argument (%s), got %d: %s", cmd, what, len(positional)-1, strings.Join(positional[1:], " "))
+	}
+	allowed := map[string]bool{}
+	for _, f := range spec.flags {
+		allowed[f] = true
+	}
+	for name := range set {
+		if !commonFlags[name] && !allowed[name] {
+			return nil, "", "", usageErr(seeHelp, "--%s does not apply to %s", name, cmd)
+		}
+	}
+
+	if o.timeout <= 0 {
+		return nil, "", "", usageErr("give a positive duration such as 30s or 2m", "--timeout %s must be positive", o.timeout)
+	}
+	if o.connect != "" {
+		if _, port, err := net.SplitHostPort(o.connect); err != nil || port == "" {
+			return nil, "", "", usageErr("give host:port, such as 127.0.0.1:8443 or [::1]:443", "--connect %q is not host:port", o.connect)
+		}
+	}
+	if o.resolver != "" {
+		if _, port, err := net.SplitHostPort(o.resolver); err != nil || port == "" {
+			return nil, "", "", usageErr("give host:port, such as 127.0.0.1:53", "--resolver %q is not host:port", o.resolver)
+		}
+	}
+	if strings.EqualFold(o.ctURL, "off") {
+		o.ctURL, noCT = "", true
+	}
+	if !noCT {
+		u, err := url.Parse(o.ctURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return nil, "", "", usageErr("give the API's base URL, such as https://crt.sh/, or off", "--ct-url %q is not an http(s) URL", o.ctURL)
+		}
+	}
+	for _, m := range strings.Split(methods, ",") {
+		m = strings.ToLower(strings.TrimSpace(m))
+		switch m {
+		case "dns-01", "http-01", "tls-alpn-01":
+			o.methods = append(o.methods, m)
+		default:
+			return nil, "", "", usageErr("accepted methods: dns-01, http-01, tls-alpn-01, comma-separated", "--validation-methods: unknown method %q", m)
+		}
+	}
+	if o.caaIssuer != "" && strings.ContainsAny(o.caaIssuer, " ;=/") {
+		return nil, "", "", usageErr("give the issuer domain alone, such as letsencrypt.org", "--caa-issuer %q is not a domain name", o.caaIssuer)
+	}
+	var err error
+	if o.appID, err = hexFlag("app-id", appID, 20); err != nil {
+		return nil, "", "", err
+	}
+	if o.composeHash, err = hexFlag("compose-hash", composeHash, 32); err != nil {
+		return nil, "", "", err
+	}
+	if reportData != "" {
+		s := strings.TrimPrefix(strings.ToLower(reportData), "0x")
+		b, err := hex.DecodeString(s)
+		if err != nil || len(b) == 0 || len(b) > 64 {
+			return nil, "", "", usageErr("give 1 to 64 bytes in hex; shorter values are right-padded with zeros, as the guest agent does", "--report-data is not 1 to 64 bytes of hex")
+		}
+		o.reportData = make([]byte, 64)
+		copy(o.reportData, b)
+	}
+	return o, cmd, positional[1], nil
+}
+
+// hexFlag checks a hex flag of exactly n bytes (an optional 0x prefix and
+// upper case accepted) and returns it in lowercase.
+func hexFlag(name, v string, n int) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	s := strings.TrimPrefix(strings.ToLower(strings.TrimSpace(v)), "0x")
+	if b, err := hex.DecodeString(s); err != nil || len(b) != n {
+		return "", usageErr(fmt.Sprintf("--%s takes %d bytes as %d hex characters", name, n, 2*n), "--%s %q is not %d bytes of hex", name, v, n)
+	}
+	return s, nil
+}
+
+// load reads the files the flags name.
+func (o *options) load() error {
+	if o.tdxRootFile != "" {
+		b, err := os.ReadFile(o.tdxRootFile)
+		if err != nil {
+			return &cliError{err: fmt.Errorf("reading --tdx-root: %w", err), hint: "give a PEM file with the TDX root CA certificate"}
+		}
+		if _, err := parseCertsPEM(b); err != nil {
+			return &cliError{err: fmt.Errorf("--tdx-root %s: %w", o.tdxRootFile, err), hint: "give a PEM file with the TDX root CA certificate"}
+		}
+		o.tdxRoot = b
+	}
+	if o.caFile != "" {
+		b, err := os.ReadFile(o.caFile)
+		if err != nil {
+			return &cliError{err: fmt.Errorf("reading --ca-file: %w", err), hint: "give a PEM file of CA certificates"}
+		}
+		if o.extraRoots, err = parseCertsPEM(b); err != nil {
+			return &cliError{err: fmt.Errorf("--ca-file %s: %w", o.caFile, err), hint: "give a PEM file of CA certificates"}
+		}
+	}
+	if o.composeFile != "" {
+		b, err := os.ReadFile(o.composeFile)
+		if err != nil {
+			return &cliError{err: fmt.Errorf("reading --compose: %w", err), hint: "give the app's app-compose.json exactly as deployed"}
+		}
+		o.composeJSON = b
+	}
+	return nil
+}

@@ -1,0 +1,61 @@
+package main
+
+const usageText = `verifycli checks a tee-ingress deployment from outside: its certificate, its
+evidence bundle, its TDX quote, its CAA record and the Certificate Transparency logs.
+
+Usage:
+  verifycli domain https://DOMAIN [flags]   a custom domain served by tee-ingress
+  verifycli gateway https://gateway.BASE     a dstack gateway (its /.dstack/acme-info)
+  verifycli tls https://HOST:PORT           the attested self-signed mode (/attestation)
+  verifycli bundle DIR                      an evidence folder on disk (offline)
+  verifycli quote FILE                      a GetQuote response, such as quote.json (offline)
+
+Examples:
+  verifycli domain https://app.example.com
+  verifycli domain https://app.example.com --app-id 3763bc34552cf3a27ff71ad5f7a90471562a1a2d --compose app-compose.json
+  verifycli domain https://app.example.test --connect 127.0.0.1:8443 --ca-file dev-ca.pem \
+      --tdx-root sim-root.pem --resolver 127.0.0.1:5353 --ct-url http://127.0.0.1:8080/
+  verifycli gateway https://gateway.dstack-prod5.phala.network
+  verifycli tls https://203.0.113.7:443 --json
+  verifycli bundle /evidences
+  verifycli quote quote.json --report-data 1234
+
+Flags (anywhere on the line):
+  --json                    print one JSON report (schema: package verifycli/report) instead of the checklist
+  --strict                  count warn and skip as failures
+  --timeout DURATION        bound each network step (default 30s)
+  --connect HOST:PORT       dial this address instead of the URL's host; TLS SNI and HTTP Host stay the
+                            URL's (like curl --resolve), for test servers and a single instance
+  --tdx-root FILE           also trust this TDX root CA (PEM), such as the dstack simulator's
+  --ca-file FILE            also trust these WebPKI roots (PEM) for the served certificate chain
+  --resolver HOST:PORT      DNS server for the CAA lookup (default: the system's)
+  --ct-url URL              crt.sh-compatible CT search API (default https://crt.sh/); "off" skips CT
+  --caa-issuer DOMAIN       the CA's CAA issuer domain (default: letsencrypt.org for a Let's Encrypt
+                            account, else the issuer of the CAA record naming the account)
+  --validation-methods LIST ACME methods the CAA record may allow, comma-separated (default dns-01)
+  --app-id HEX              expected app-id (20 bytes, 40 hex characters)
+  --compose-hash HEX        expected compose-hash (SHA-256, 64 hex characters)
+  --compose FILE            the app's app-compose.json; its SHA-256 must be the compose-hash
+  --report-data HEX         quote: the report_data the quote must carry (right-padded with zeros to 64 bytes)
+  --collateral              fetch Intel PCS collateral to check TCB status and revocation (network)
+  -h, --help                show this help
+
+What each command checks:
+  domain   TLS to DOMAIN, recording the served chain; /evidences/ fetched over that same pinned
+           certificate; sha256sum.txt covers every file; the quote binds sha256sum.txt, is signed
+           under Intel's root (or --tdx-root), is not a debug TD, and its event log replays; a live
+           quote for a fresh nonce where the server offers one; the served leaf is the bundle's; the
+           chain is valid for DOMAIN; the CAA record set pins the bundle's ACME account and only
+           --validation-methods; every unexpired certificate for DOMAIN in CT is in history.json
+           (matched by serial number, then confirmed by the SHA-256 of its public key).
+  gateway  /.dstack/acme-info (with or without hist_keys, active_cert, base_domain): the account
+           quote binds SHA-512("acme-account:" || account_uri); each key quote binds
+           SHA-512("zt-cert:" || public key) and verifies; the served key is a quoted key; CAA and CT
+           for *.BASE; /.dstack/app-info printed and compared with the quoted identity.
+  tls      TLS to HOST:PORT pinning the self-signed leaf; /attestation?nonce=... over it; the quote
+           binds SHA-256(leaf) || nonce and verifies.
+  bundle   the checks of domain that need no network.
+  quote    signature, debug TD, event log replay, identity; report_data with --report-data.
+
+Exit status: 0 no check failed, 1 a check failed, 2 usage, network or input error.
+`
