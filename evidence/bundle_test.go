@@ -117,7 +117,9 @@ func TestBuildBundleRejectsBadInput(t *testing.T) {
 			in.Certs["example.com"] = append(bytes.Clone(in.Certs["example.com"]), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: []byte{1}})...)
 		}, "only CERTIFICATE blocks"},
 		{"not pem", func(in *BundleInput) { in.Certs["example.com"] = []byte("hello") }, "no PEM CERTIFICATE block"},
-		{"garbage after", func(in *BundleInput) { in.Certs["example.com"] = append(bytes.Clone(in.Certs["example.com"]), "-----BEGIN"...) }, "after the last PEM block"},
+		{"garbage after", func(in *BundleInput) {
+			in.Certs["example.com"] = append(bytes.Clone(in.Certs["example.com"]), "-----BEGIN"...)
+		}, "after the last PEM block"},
 		{"bad der", func(in *BundleInput) {
 			in.Certs["example.com"] = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{0x30, 1, 2}})
 		}, "certificate 1"},
@@ -178,7 +180,9 @@ func TestBuildBundleFailsClosed(t *testing.T) {
 			}
 		}, "report_data field"},
 		{"key in response", func(u *unsignedQuoter) {
-			u.rawHook = func(b []byte) []byte { return bytes.Replace(b, []byte(`"vm_config":"`), []byte(`"vm_config":"PRIVATE KEY`), 1) }
+			u.rawHook = func(b []byte) []byte {
+				return bytes.Replace(b, []byte(`"vm_config":"`), []byte(`"vm_config":"PRIVATE KEY`), 1)
+			}
 		}, "PRIVATE KEY"},
 		{"log does not replay", func(u *unsignedQuoter) { u.log = strings.Replace(u.log, `"app-id"`, `"app-iD"`, 1) }, "does not replay"},
 	}

@@ -24,6 +24,11 @@ import (
 // Prefix is the URL path the evidence handler answers under.
 const Prefix = "/evidences"
 
+// BundleHeader is set on every answer from a bundle: the hex SHA-256 of its
+// sha256sum.txt. Files fetched in several requests belong together only if
+// they carry the same value (a new bundle may be swapped in between).
+const BundleHeader = "X-Evidence-Bundle"
+
 // maxPathLen bounds request paths: the longest bundle name is
 // "cert-" + 253 + ".pem".
 const maxPathLen = len(Prefix) + 1 + 5 + 253 + 4
@@ -125,6 +130,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "evidence bundle not published yet", http.StatusServiceUnavailable)
 		return
 	}
+	// Every answer names the bundle it comes from, so a client fetching
+	// several files can tell it got them all from one bundle.
+	s := b.SumsDigest()
+	w.Header().Set(BundleHeader, hex.EncodeToString(s[:]))
 	if name == "" {
 		h.serveIndex(w, r, b)
 		return

@@ -321,7 +321,7 @@ func TestFetchBundleFromHandler(t *testing.T) {
 	p, q := publishedBundle(t)
 	srv := served(t, p, q, HandlerConfig{})
 	c := &http.Client{Timeout: 10 * time.Second}
-	files, err := FetchBundle(context.Background(), c, srv.URL+"/evidences")
+	files, err := FetchBundle(context.Background(), c, srv.URL+"/evidences", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,13 +329,15 @@ func TestFetchBundleFromHandler(t *testing.T) {
 		t.Fatal("fetched files differ from the bundle")
 	}
 	nonce := [32]byte{9}
-	lq, err := FetchLiveQuote(context.Background(), c, srv.URL+"/evidences/", nonce)
+	files, err = FetchBundle(context.Background(), c, srv.URL+"/evidences/", &nonce)
 	if err != nil {
 		t.Fatal(err)
 	}
-	files[QuoteFile] = lq
 	pb, _ := ParseBundle(files)
 	wantStatus(t, bundleChecks(pb, VerifyOptions{Nonce: &nonce}, false), CheckReportData, Pass)
+	if _, err := FetchBundle(context.Background(), c, served(t, p, nil, HandlerConfig{}).URL+"/evidences/", &nonce); err == nil {
+		t.Fatal("live quote from a server without a Quoter")
+	}
 
 	// A server without an index (dstack-ingress): names from sha256sum.txt.
 	mux := http.NewServeMux()
@@ -350,14 +352,14 @@ func TestFetchBundleFromHandler(t *testing.T) {
 	})
 	plain := httptest.NewServer(mux)
 	defer plain.Close()
-	files2, err := FetchBundle(context.Background(), c, plain.URL+"/evidences/")
+	files2, err := FetchBundle(context.Background(), c, plain.URL+"/evidences/", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !mapsEqualBytes(files2, b.Files()) {
 		t.Fatal("fetched files (no index) differ")
 	}
-	if _, err := FetchBundle(context.Background(), c, "ftp://x/evidences/"); err == nil {
+	if _, err := FetchBundle(context.Background(), c, "ftp://x/evidences/", nil); err == nil {
 		t.Fatal("ftp accepted")
 	}
 }

@@ -93,9 +93,9 @@ type unsignedQuoter struct {
 	calls atomic.Int64
 
 	mu       sync.Mutex
-	err      error                     // returned when set
-	mutate   func(rd *[64]byte)        // changes the quoted report_data
-	rawHook  func(raw []byte) []byte   // changes the JSON answer
+	err      error                   // returned when set
+	mutate   func(rd *[64]byte)      // changes the quoted report_data
+	rawHook  func(raw []byte) []byte // changes the JSON answer
 	lastData [64]byte
 }
 

@@ -113,7 +113,7 @@ func TestGoTDXGuestSampleQuote(t *testing.T) {
 	cs := VerifyQuote(body, VerifyOptions{Now: at})
 	wantStatus(t, cs, CheckQuoteSignature, Pass)
 	wantStatus(t, cs, CheckRTMR+"0", Fail) // no events, RTMRs are not zero
-	wantStatus(t, cs, CheckAppID, Warn) // RTMR3 is zero there: nothing measured
+	wantStatus(t, cs, CheckAppID, Warn)    // RTMR3 is zero there: nothing measured
 	// Flip one bit of the signed body.
 	bad := bytes.Clone(testdata.RawQuote)
 	bad[0x3C] ^= 1

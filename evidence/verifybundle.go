@@ -143,8 +143,12 @@ func ReadBundleDir(dir string) (map[string][]byte, error) {
 			continue
 		}
 		fi, err := root.Stat(name)
-		if errors.Is(err, fs.ErrNotExist) && e.Type()&fs.ModeSymlink != 0 {
-			continue // a dangling link: a name of another version
+		if err != nil && e.Type()&fs.ModeSymlink != 0 {
+			// A dangling link (a name of another version), or a link removed
+			// since ReadDir (os.Root reports that as ELOOP): absent.
+			if _, lerr := root.Lstat(name); errors.Is(err, fs.ErrNotExist) || errors.Is(lerr, fs.ErrNotExist) {
+				continue
+			}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("reading bundle: %w", err)

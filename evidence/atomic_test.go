@@ -1,0 +1,193 @@
+package evidence
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// While the bundle is rebuilt 1000 times, readers over HTTP and on disk
+// never get a set that fails verification: every file matches sha256sum.txt,
+// every file is listed, and the quote binds sha256sum.txt. (The quotes are
+// unsigned here, so the signature is the one check left out.)
+func TestAtomicPublication(t *testing.T) {
+	rebuilds := 1000
+	if testing.Short() {
+		rebuilds = 200
+	}
+	dir := memTempDir(t)
+	q := newUnsignedQuoter(t)
+	p := newPublisher(t, q, dir)
+
+	// Three inputs that differ in certificates and in the set of domains, so
+	// that files appear, change and disappear between versions.
+	pki := newTestPKI(t)
+	var inputs []BundleInput
+	for i := range 3 {
+		in := testInput(t, pki)
+		switch i {
+		case 1:
+			delete(in.Certs, "api.example.org")
+		case 2:
+			c, _ := pki.chain(t, "shop.example.net")
+			in.Certs["shop.example.net"] = c
+			delete(in.Certs, "*.example.com")
+		}
+		inputs = append(inputs, in)
+	}
+	if _, err := p.Publish(context.Background(), inputs[0]); err != nil {
+		t.Fatal(err)
+	}
+	srv := served(t, p, q, HandlerConfig{})
+	client := &http.Client{Timeout: 10 * time.Second}
+
+	verifySet := func(files map[string][]byte) error {
+		pb, err := ParseBundle(files)
+		if err != nil {
+			return err
+		}
+		if cs := bundleChecks(pb, VerifyOptions{}, false); Failed(cs, false) {
+			return fmt.Errorf("inconsistent set: failed %v%s", failedNames(cs), dumpChecks(cs))
+		}
+		return nil
+	}
+
+	var (
+		done                             atomic.Bool
+		wg                               sync.WaitGroup
+		httpOK, pinnedOK, topOK          atomic.Int64
+		pinnedRetry, topRetry, httpRetry atomic.Int64
+		failMu                           sync.Mutex
+		failure                          error
+	)
+	fail := func(err error) {
+		failMu.Lock()
+		defer failMu.Unlock()
+		if failure == nil {
+			failure = err
+		}
+		done.Store(true)
+	}
+	reader := func(read func() error) {
+		defer wg.Done()
+		deadline := time.Now().Add(2 * time.Minute)
+		for !done.Load() && time.Now().Before(deadline) {
+			if err := read(); err != nil {
+				fail(err)
+				return
+			}
+		}
+	}
+	wg.Add(3)
+	// HTTP: index, then every file, as verifycli fetches them.
+	go reader(func() error {
+		files, err := FetchBundle(context.Background(), client, srv.URL+"/evidences/", nil)
+		if errors.Is(err, ErrBundleChanged) {
+			httpRetry.Add(1)
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("http reader: %w", err)
+		}
+		if err := verifySet(files); err != nil {
+			return fmt.Errorf("http reader: %w", err)
+		}
+		httpOK.Add(1)
+		return nil
+	})
+	// Disk, pinned: open .current once and read everything through it.
+	go reader(func() error {
+		files, err := ReadBundleDir(filepath.Join(dir, ".current"))
+		if errors.Is(err, os.ErrNotExist) {
+			pinnedRetry.Add(1) // the version was removed under us: start again
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("pinned disk reader: %w", err)
+		}
+		if err := verifySet(files); err != nil {
+			return fmt.Errorf("pinned disk reader: %w", err)
+		}
+		pinnedOK.Add(1)
+		return nil
+	})
+	// Disk, top-level names (what `cd EVIDENCE_DIR && sha256sum -c` reads),
+	// bracketed by readlink .current: unchanged means one version was read.
+	go reader(func() error {
+		before, err1 := os.Readlink(filepath.Join(dir, ".current"))
+		files, err := ReadBundleDir(dir)
+		after, err2 := os.Readlink(filepath.Join(dir, ".current"))
+		if err1 != nil || err2 != nil {
+			return fmt.Errorf("readlink .current: %v %v", err1, err2)
+		}
+		if before != after {
+			topRetry.Add(1)
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("top-level reader (version %s): %w", before, err)
+		}
+		if err := verifySet(files); err != nil {
+			return fmt.Errorf("top-level reader (version %s): %w", before, err)
+		}
+		topOK.Add(1)
+		return nil
+	})
+
+	start := time.Now()
+	for i := 1; i <= rebuilds && !done.Load(); i++ {
+		if _, err := p.Publish(context.Background(), inputs[i%len(inputs)]); err != nil {
+			fail(fmt.Errorf("rebuild %d: %w", i, err))
+		}
+	}
+	elapsed := time.Since(start)
+	done.Store(true)
+	wg.Wait()
+	if failure != nil {
+		t.Fatal(failure)
+	}
+	t.Logf("%d rebuilds in %v; complete reads: http %d (%d retried), pinned disk %d (%d retried), top-level disk %d (%d retried)",
+		rebuilds, elapsed, httpOK.Load(), httpRetry.Load(), pinnedOK.Load(), pinnedRetry.Load(), topOK.Load(), topRetry.Load())
+	if httpOK.Load() == 0 || pinnedOK.Load() == 0 || topOK.Load() == 0 {
+		t.Fatal("a reader never completed a read: the test proves nothing")
+	}
+	// The final state on disk is the last bundle, and nothing stale is left.
+	last := p.Current()
+	pb, err := LoadBundleDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !mapsEqualBytes(pb.Files, last.Files()) {
+		t.Fatal("disk does not hold the last bundle")
+	}
+	versions := 0
+	for _, n := range topLevel(t, dir) {
+		if len(n) > 3 && n[:3] == ".v-" {
+			versions++
+		}
+	}
+	if versions > 2 {
+		t.Fatalf("%d versions kept on disk, want at most 2", versions)
+	}
+}
+
+// memTempDir is a temporary folder on tmpfs when there is one: this test is
+// about what readers see, not durability, and 1000 rounds of fsync on a
+// shared disk take minutes.
+func memTempDir(t *testing.T) string {
+	t.Helper()
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		if d, err := os.MkdirTemp("/dev/shm", "evidence-test-"); err == nil {
+			t.Cleanup(func() { os.RemoveAll(d) })
+			return d
+		}
+	}
+	return t.TempDir()
+}
