@@ -172,8 +172,9 @@ func diff(ctx context.Context, c *Client, plan *Plan, opts ApplyOptions) ([]zone
 	}
 	var zones []string
 	byZone := map[string][]planned{}
+	finder := &zoneFinder{p: c, r: opts.Resolver}
 	for _, r := range plan.records {
-		z, err := FindZone(ctx, c, r.Name, explicit, opts.Resolver)
+		z, err := finder.find(ctx, r.Name, explicit)
 		if err != nil {
 			return nil, fmt.Errorf("finding the zone for %s (%s): %w", r.Name, r.domain, err)
 		}

@@ -84,7 +84,10 @@ type ChallengeOptions struct {
 // (lego's check dials port 53 of the authoritative servers, which fails on
 // loopback test servers, and its resolvers are package-wide variables).
 // Timeout returns a short interval because lego sleeps one interval before
-// that check.
+// that check. lego still computes the challenge name with
+// dns01.GetChallengeInfo, which looks up a CNAME through its package-wide
+// recursive resolvers: give it the same resolvers as this provider with
+// dns01.AddRecursiveNameservers, once per process.
 type ChallengeProvider struct {
 	c    *Client
 	opts ChallengeOptions

@@ -33,6 +33,8 @@
 // the zone holds records it would drop; libdns/route53 v1.6.0 cannot add a
 // value to an existing record set, so appends merge the set through the
 // Route 53 API; libdns/linode v0.5.0 replaces the process-wide slog default
-// and silently skips records it fails to create, which the Client undoes and
-// detects.
+// (undone after its first call) and silently skips records it fails to
+// create (the Client checks the count). An RRset has one TTL, so a CAA record
+// joining others (an iodef) takes their TTL instead of 60 s, leaving them
+// exactly as they were.
 package dnscaa

@@ -21,6 +21,18 @@ import (
 // The zone is handed to the provider through Client, which converts it to the
 // form that provider expects.
 func FindZone(ctx context.Context, p Provider, name, explicit string, r *Resolver) (string, error) {
+	return (&zoneFinder{p: p, r: r}).find(ctx, name, explicit)
+}
+
+// zoneFinder is FindZone with the provider's zone list read once.
+type zoneFinder struct {
+	p      Provider
+	r      *Resolver
+	listed bool
+	zones  []string // nil with listed: the provider cannot list zones
+}
+
+func (f *zoneFinder) find(ctx context.Context, name, explicit string) (string, error) {
 	if explicit != "" {
 		z, err := parseHostname("DNS_ZONE", explicit, true)
 		if err != nil {
@@ -31,30 +43,40 @@ func FindZone(ctx context.Context, p Provider, name, explicit string, r *Resolve
 		}
 		return fqdn(z), nil
 	}
-	if zl, ok := p.(libdns.ZoneLister); ok {
-		zones, err := zl.ListZones(ctx)
-		switch {
-		case err == nil:
-			best := ""
-			var names []string
-			for _, z := range zones {
-				zn := fqdn(z.Name)
-				names = append(names, unfqdn(zn))
-				if inZone(name, zn) && len(zn) > len(best) {
-					best = zn
+	if !f.listed {
+		if zl, ok := f.p.(libdns.ZoneLister); ok {
+			zones, err := zl.ListZones(ctx)
+			switch {
+			case err == nil:
+				f.zones = []string{}
+				for _, z := range zones {
+					f.zones = append(f.zones, fqdn(z.Name))
 				}
+			case !errors.Is(err, errors.ErrUnsupported):
+				return "", fmt.Errorf("finding the zone of %s: %w", unfqdn(name), err)
 			}
-			if best == "" {
-				sort.Strings(names)
-				return "", fmt.Errorf("no zone of the DNS provider contains %s (zones: %s): add the domain to the provider account, or check the token's zone permissions",
-					unfqdn(name), strings.Join(names, ", "))
-			}
-			return best, nil
-		case !errors.Is(err, errors.ErrUnsupported):
-			return "", fmt.Errorf("finding the zone of %s: %w", unfqdn(name), err)
 		}
+		f.listed = true
 	}
-	z, err := r.zoneBySOA(ctx, name)
+	if f.zones != nil {
+		best := ""
+		for _, z := range f.zones {
+			if inZone(name, z) && len(z) > len(best) {
+				best = z
+			}
+		}
+		if best == "" {
+			names := make([]string, 0, len(f.zones))
+			for _, z := range f.zones {
+				names = append(names, unfqdn(z))
+			}
+			sort.Strings(names)
+			return "", fmt.Errorf("no zone of the DNS provider contains %s (zones: %s): add the domain to the provider account, or check the token's zone permissions",
+				unfqdn(name), strings.Join(names, ", "))
+		}
+		return best, nil
+	}
+	z, err := f.r.zoneBySOA(ctx, name)
 	if err != nil {
 		return "", fmt.Errorf("%w (or set DNS_ZONE)", err)
 	}
