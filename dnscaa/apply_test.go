@@ -14,6 +14,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/tee-ingress/tee-ingress/internal/cfemu"
+	"github.com/tee-ingress/tee-ingress/internal/dnsserver"
 )
 
 // unrelated are records of other owners the ingress must never change.
@@ -364,9 +365,23 @@ func TestApplyDelegation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The operator's CNAMEs, created by hand.
-	for _, r := range p.Operator() {
+	r := &Resolver{Servers: []string{env.dns.Addr()}}
+	missing, err := r.MissingOperatorRecords(context.Background(), p)
+	if err != nil || len(missing) != 4 {
+		t.Fatalf("missing operator records = %v, %v", missing, err)
+	}
+	// The operator's CNAMEs, created by hand (one with a typo first).
+	mustAdd(env.dns, `*.apps.example.test. 60 IN CNAME apps.example.test.deleg.example.com.`)
+	for _, r := range p.Operator()[1:] {
 		mustAdd(env.dns, r.String())
+	}
+	if missing, err := r.MissingOperatorRecords(context.Background(), p); err != nil || len(missing) != 1 || missing[0].Name != "*.apps.example.test." {
+		t.Fatalf("missing operator records = %v, %v", missing, err)
+	}
+	env.dns.Remove(dnsserver.MustRR(`*.apps.example.test. 60 IN CNAME apps.example.test.deleg.example.com.`))
+	mustAdd(env.dns, p.Operator()[0].String())
+	if missing, err := r.MissingOperatorRecords(context.Background(), p); err != nil || len(missing) != 0 {
+		t.Fatalf("missing operator records = %v, %v", missing, err)
 	}
 	before := snapshot(env.dns)
 	if _, err := Apply(context.Background(), env.client, p, ApplyOptions{Resolver: env.resolver()}); err != nil {
@@ -384,7 +399,6 @@ func TestApplyDelegation(t *testing.T) {
 	}
 	srv := env.dns.Addr()
 	// Through the operator's CNAMEs, the served names reach the records.
-	r := &Resolver{Servers: []string{srv}}
 	end, chain, err := r.followCNAME(context.Background(), "x.apps.example.test")
 	if err != nil || end != "_.gateway.example.net." || len(chain) != 2 {
 		t.Errorf("x.apps.example.test leads to %s via %v (%v)", end, chain, err)

@@ -1,11 +1,14 @@
 package dnscaa
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/miekg/dns"
 )
 
 // DefaultTXTPrefix is TXT_PREFIX's default, the label of the gateway routing
@@ -308,4 +311,28 @@ func (p *Plan) check() error {
 		}
 	}
 	return nil
+}
+
+// MissingOperatorRecords returns the records of plan.Operator() that DNS, asked
+// through r, does not show yet: a CNAME at the name with exactly the expected
+// target. In delegation mode the ingress cannot create them itself; the
+// caller prints them, or waits for them.
+func (r *Resolver) MissingOperatorRecords(ctx context.Context, plan *Plan) ([]Record, error) {
+	var missing []Record
+	for _, rec := range plan.operator {
+		m, err := r.Query(ctx, rec.Name, dns.TypeCNAME)
+		if err != nil {
+			return nil, fmt.Errorf("checking %s: %w", rec, err)
+		}
+		ok := false
+		for _, rr := range m.Answer {
+			if c, isC := rr.(*dns.CNAME); isC && fqdn(c.Hdr.Name) == rec.Name && fqdn(c.Target) == rec.Value {
+				ok = true
+			}
+		}
+		if !ok {
+			missing = append(missing, rec)
+		}
+	}
+	return missing, nil
 }
