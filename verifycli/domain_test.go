@@ -1,0 +1,86 @@
+package main
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/tee-ingress/tee-ingress/evidence"
+	"github.com/tee-ingress/tee-ingress/verifycli/report"
+)
+
+// TestDomainEndToEnd runs the verifycli binary against a deployment built
+// from the real parts: every check passes and the exit status is 0.
+func TestDomainEndToEnd(t *testing.T) {
+	w := newWorld(t)
+	compose := writeFile(t, w.dir, "app-compose.json", w.sim.ComposeJSON())
+	r := runCLI(t, w.args("--app-id", hexOf(w.sim.AppID()), "--compose", compose)...)
+	if r.code != 0 {
+		t.Fatalf("exit %d, want 0:\n%s", r.code, r.dump())
+	}
+	// The simulator measures no os-image-hash (no KMS measures it): those
+	// two checks are skipped, and nothing else is anything but pass.
+	var notPass []string
+	for _, c := range r.report.Checks {
+		if c.Status != report.StatusPass {
+			notPass = append(notPass, c.Status+" "+c.Name)
+		}
+	}
+	if want := []string{"skip identity.os_image_hash", "skip live.identity.os_image_hash"}; !slices.Equal(notPass, want) || r.report.Result != report.ResultPass {
+		t.Fatalf("result %s, checks not passing %q, want only %q:\n%s", r.report.Result, notPass, want, r.dump())
+	}
+	for _, name := range []string{checkTLSConnect, checkTLSChain, checkTLSLeafBundle, evidence.CheckFileHash + ":" + evidence.CertFileName(testDomain),
+		evidence.CheckQuoteSignature, evidence.CheckQuoteDebug, evidence.CheckReportData, evidence.CheckRTMR + "3",
+		evidence.CheckAppID, evidence.CheckComposeHash, checkLiveQuote, prefixLive + evidence.CheckReportData, prefixLive + "identity",
+		checkCAA, checkCTQuery, checkCTCertificates} {
+		if c := r.check(t, name); c.Status != report.StatusPass {
+			t.Errorf("%s: %s, want pass", name, c.Status)
+		}
+	}
+	if got := r.check(t, evidence.CheckAppID).Got; got != hexOf(w.sim.AppID()) {
+		t.Errorf("app id %s, want %s", got, hexOf(w.sim.AppID()))
+	}
+	if r.report.Identity == nil || r.report.Identity.ComposeHash != hexOf(w.sim.ComposeHash()) {
+		t.Errorf("report identity %+v, want compose hash %s", r.report.Identity, hexOf(w.sim.ComposeHash()))
+	}
+	if r.report.AccountURI != testAccountURI {
+		t.Errorf("account %q", r.report.AccountURI)
+	}
+	if r.report.Certificate == nil || r.report.Certificate.SHA256 != sha256Hex(w.cert.leaf.Raw) {
+		t.Errorf("certificate %+v, want the served leaf", r.report.Certificate)
+	}
+	if len(r.report.Nonce) != 64 {
+		t.Errorf("nonce %q, want 64 hex characters", r.report.Nonce)
+	}
+	// The live quote's report_data carries the nonce the report names.
+	if got := r.check(t, prefixLive+evidence.CheckReportData).Got; !strings.HasSuffix(got, r.report.Nonce) {
+		t.Errorf("live report_data %s does not end with the nonce %s", got, r.report.Nonce)
+	}
+	// CT: the current certificate matched and was confirmed by its key.
+	if got := r.check(t, checkCTCertificates).Got; !strings.Contains(got, "2 unexpired, 2 matched and confirmed, 0 unknown") {
+		t.Errorf("ct.certificates got %q", got)
+	}
+	if r.stderr != "" {
+		t.Errorf("stderr %q, want nothing", r.stderr)
+	}
+
+	// The same run, for people: a numbered checklist, no colour (not a terminal).
+	text := runCLI(t, slices.DeleteFunc(w.args(), func(s string) bool { return s == "--json" })...)
+	if text.code != 0 || !strings.HasPrefix(text.stdout, "verifycli domain https://app.example.test (connecting to ") || !strings.Contains(text.stdout, " 1. PASS  tls.connect: ") || !strings.Contains(text.stdout, "result: PASS") || strings.Contains(text.stdout, "\x1b[") {
+		t.Fatalf("checklist (exit %d):\n%s", text.code, text.stdout)
+	}
+}
+
+// TestDomainStrict: --strict makes the skipped os-image-hash checks fail
+// the run, and the report says so.
+func TestDomainStrict(t *testing.T) {
+	w := newWorld(t)
+	r := runCLI(t, w.args("--strict")...)
+	if r.code != 1 || r.report.Result != report.ResultFail || !r.report.Strict || r.report.Summary.Fail != 0 || r.report.Summary.Skip != 2 {
+		t.Fatalf("exit %d, result %s, summary %+v; want exit 1, fail, strict, 2 skipped, 0 failed:\n%s", r.code, r.report.Result, r.report.Summary, r.dump())
+	}
+	text := runCLI(t, slices.DeleteFunc(w.args("--strict"), func(s string) bool { return s == "--json" })...)
+	if text.code != 1 || !strings.Contains(text.stdout, "result: FAIL (") || !strings.Contains(text.stdout, "--strict counts warnings and skips as failures") {
+		t.Fatalf("exit %d, checklist:\n%s", text.code, text.stdout)
+	}
+}
