@@ -1,0 +1,174 @@
+package main
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/tee-ingress/tee-ingress/evidence"
+	"github.com/tee-ingress/tee-ingress/internal/agentsim"
+)
+
+// tlsWorld is the attested self-signed mode on loopback: a self-signed
+// certificate and evidence's /attestation handler over the simulator.
+type tlsWorld struct {
+	sim      *agentsim.Simulator
+	agent    *evidence.Agent
+	cert     tls.Certificate
+	srv      *httptest.Server
+	rootFile string
+	tamper   atomic.Pointer[tamperFunc]
+}
+
+// newTLSWorld serves an attestation for attestedDER (nil: the served
+// certificate's).
+func newTLSWorld(t *testing.T, attestedDER []byte) *tlsWorld {
+	t.Helper()
+	w := &tlsWorld{sim: newSimulator(t, worldSeed), cert: selfSigned(t, "tee.example.test")}
+	sock := filepath.Join(shortTempDir(t), "dstack.sock")
+	if err := w.sim.Serve(sock); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if w.agent, err = evidence.NewAgent(evidence.AgentOptions{Endpoint: sock}); err != nil {
+		t.Fatal(err)
+	}
+	if attestedDER == nil {
+		attestedDER = w.cert.Leaf.Raw
+	}
+	h, err := evidence.NewAttestationHandler(evidence.AttestationConfig{Quoter: w.agent, CertDER: attestedDER, Rate: 1000, Burst: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if f := w.tamper.Load(); f != nil && (*f)(rw, r) {
+			return
+		}
+		h.ServeHTTP(rw, r)
+	}))
+	w.srv.TLS = &tls.Config{Certificates: []tls.Certificate{w.cert}}
+	w.srv.StartTLS()
+	t.Cleanup(w.srv.Close)
+	w.rootFile = writeFile(t, t.TempDir(), "sim-root.pem", w.sim.RootPEM())
+	return w
+}
+
+func (w *tlsWorld) setTamper(f tamperFunc) { w.tamper.Store(&f) }
+
+func (w *tlsWorld) args(extra ...string) []string {
+	return append([]string{"tls", "https://" + w.srv.Listener.Addr().String(), "--json", "--tdx-root", w.rootFile}, extra...)
+}
+
+func TestTLSEndToEnd(t *testing.T) {
+	w := newTLSWorld(t, nil)
+	r := runCLI(t, w.args("--app-id", hexOf(w.sim.AppID()), "--compose-hash", hexOf(w.sim.ComposeHash()))...)
+	if r.code != 0 {
+		t.Fatalf("exit %d, want 0:\n%s", r.code, r.dump())
+	}
+	fp := sha256.Sum256(w.cert.Leaf.Raw)
+	for _, name := range []string{checkTLSConnect, checkAttestationGet, evidence.CheckFingerprint, evidence.CheckQuoteSignature,
+		evidence.CheckQuoteDebug, evidence.CheckReportData, evidence.CheckRTMR + "3", evidence.CheckAppID, evidence.CheckComposeHash} {
+		if c := r.check(t, name); c.Status != "pass" {
+			t.Errorf("%s: %s, want pass", name, c.Status)
+		}
+	}
+	if got, want := r.check(t, evidence.CheckReportData).Got, hex.EncodeToString(fp[:])+r.report.Nonce; got != want || len(r.report.Nonce) != 64 {
+		t.Errorf("report_data %s, want fingerprint || nonce %s", got, want)
+	}
+	if r.report.Identity == nil || r.report.Identity.AppID != hexOf(w.sim.AppID()) {
+		t.Errorf("identity %+v", r.report.Identity)
+	}
+
+	// A name for SNI, connecting to the address.
+	r = runCLI(t, "tls", "https://tee.example.test:443", "--connect", w.srv.Listener.Addr().String(), "--tdx-root", w.rootFile)
+	if r.code != 0 || !strings.Contains(r.stdout, "result: PASS") {
+		t.Fatalf("with --connect: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestTLSTampering(t *testing.T) {
+	cases := []struct {
+		name  string
+		setup func(t *testing.T) *tlsWorld
+		want  []string
+	}{
+		{"self-signed fingerprint mismatch: the attestation is for another certificate", func(t *testing.T) *tlsWorld {
+			return newTLSWorld(t, selfSigned(t, "tee.example.test").Leaf.Raw)
+		}, []string{evidence.CheckFingerprint, evidence.CheckReportData}},
+
+		{"stale nonce: an attestation for an old nonce is replayed", func(t *testing.T) *tlsWorld {
+			w := newTLSWorld(t, nil)
+			fp := sha256.Sum256(w.cert.Leaf.Raw)
+			old := attestationFor(t, w.sim, fp, [32]byte{9, 9, 9})
+			w.setTamper(func(rw http.ResponseWriter, r *http.Request) bool {
+				serveBytes(rw, old)
+				return true
+			})
+			return w
+		}, []string{evidence.CheckReportData}},
+
+		{"attestation from an untrusted TEE", func(t *testing.T) *tlsWorld {
+			w := newTLSWorld(t, nil)
+			other := newSimulator(t, otherSeed)
+			fp := sha256.Sum256(w.cert.Leaf.Raw)
+			w.setTamper(func(rw http.ResponseWriter, r *http.Request) bool {
+				serveBytes(rw, attestationFor(t, other, fp, requestNonce(t, r)))
+				return true
+			})
+			return w
+		}, []string{evidence.CheckQuoteSignature}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := tc.setup(t)
+			r := runCLI(t, w.args()...)
+			if r.code != 1 || !slices.Equal(r.failed(), slices.Sorted(slices.Values(tc.want))) {
+				t.Fatalf("exit %d, failed %q; want exit 1, failed %q:\n%s", r.code, r.failed(), tc.want, r.dump())
+			}
+		})
+	}
+}
+
+// TestTLSWithoutNonce: a server that refuses nonces is checked without one
+// and the missing freshness is a warning (a failure with --strict).
+func TestTLSWithoutNonce(t *testing.T) {
+	w := newTLSWorld(t, nil)
+	w.setTamper(func(rw http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Query().Has("nonce") {
+			http.Error(rw, "nonces not supported", http.StatusBadRequest)
+			return true
+		}
+		return false
+	})
+	r := runCLI(t, w.args()...)
+	if c := r.check(t, checkAttestationGet); r.code != 0 || c.Status != "warn" || !strings.Contains(c.Detail, "HTTP 400") {
+		t.Fatalf("exit %d, %s %+v; want exit 0 and a warning naming HTTP 400:\n%s", r.code, checkAttestationGet, c, r.dump())
+	}
+	if got := r.check(t, evidence.CheckReportData); got.Status != "pass" || !strings.HasSuffix(got.Got, strings.Repeat("0", 64)) {
+		t.Errorf("report_data %+v, want the zero-nonce binding", got)
+	}
+	if r := runCLI(t, w.args("--strict")...); r.code != 1 {
+		t.Errorf("--strict: exit %d, want 1", r.code)
+	}
+}
+
+// attestationFor is an /attestation body quoting fp || nonce.
+func attestationFor(t testing.TB, s *agentsim.Simulator, fp, nonce [32]byte) []byte {
+	t.Helper()
+	rd := evidence.BundleReportData(fp, nonce)
+	q, err := evidence.ParseQuoteJSON(quoteFor(t, s, rd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(evidence.Attestation{CertFingerprint: hex.EncodeToString(fp[:]), Quote: hex.EncodeToString(q.Quote),
+		EventLog: q.EventLog, ReportData: hex.EncodeToString(rd[:]), VMConfig: q.VMConfig})
+	return b
+}
