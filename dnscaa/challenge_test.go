@@ -252,7 +252,7 @@ func TestChallengeNeverPropagates(t *testing.T) {
 	if !strings.Contains(err.Error(), "not visible within 700ms") || !strings.Contains(err.Error(), env.dns.Addr()) {
 		t.Errorf("err %q does not say what was not visible where", err)
 	}
-	if took < 700*time.Millisecond || took > 5*time.Second {
+	if took < 700*time.Millisecond || took > 15*time.Second {
 		t.Errorf("took %s", took)
 	}
 	// Polled more than once, fewer times than a busy loop would.
@@ -291,7 +291,7 @@ func TestChallengeFaults(t *testing.T) {
 			if !errors.As(err, &ce) || ce.Step != c.step || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "app.example.test") {
 				t.Fatalf("err = %v, want step %s and %q", err, c.step, c.want)
 			}
-			if took := time.Since(start); took > 10*timeout {
+			if took := time.Since(start); took > 10*timeout+10*time.Second {
 				t.Errorf("took %s", took)
 			}
 			if strings.Contains(err.Error(), cfToken) || strings.Contains(env.logs.String(), cfToken) {

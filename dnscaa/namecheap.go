@@ -3,6 +3,7 @@ package dnscaa
 import (
 	"context"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -107,7 +108,7 @@ func pointers(recs []libdns.Record) []libdns.Record {
 
 // ErrWouldWipe is wrapped when a provider write would remove records that are
 // not part of the change.
-var ErrWouldWipe = fmt.Errorf("write would remove unrelated records")
+var ErrWouldWipe = errors.New("write would remove unrelated records")
 
 // guard refuses a write when setHosts would drop mail settings. A Namecheap
 // zone is always a registered domain, so its first label is the SLD and the

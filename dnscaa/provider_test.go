@@ -201,7 +201,7 @@ func TestClient(t *testing.T) {
 
 	start := time.Now()
 	_, err := c.GetRecords(ctx, "example.test.")
-	if took := time.Since(start); took > 2*time.Second {
+	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("took %s", took)
 	}
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "fake: get records in zone example.test: no answer within 100ms") {
