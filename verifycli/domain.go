@@ -108,8 +108,10 @@ func fetchError(err error, t *target) error {
 		return err
 	case errors.Is(err, evidence.ErrBundleChanged):
 		return &cliError{err: err, hint: "the deployment published new evidence while it was being fetched; retry in a moment"}
-	case strings.Contains(err.Error(), "HTTP status"):
+	case strings.Contains(err.Error(), "HTTP status 404"):
 		return &cliError{err: err, hint: "the server does not publish /evidences/ here; is this a tee-ingress deployment with EVIDENCE_SERVER=true?"}
+	case strings.Contains(err.Error(), "HTTP status"):
+		return &cliError{err: err, hint: "the server failed to serve its evidence; retry later, or look at the deployment's logs"}
 	}
 	return netError(err, "fetching the evidence bundle", t)
 }
