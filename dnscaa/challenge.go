@@ -138,9 +138,11 @@ func NewChallengeProvider(p Provider, opts ChallengeOptions) (*ChallengeProvider
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = DefaultPollInterval
 	}
-	for i, s := range opts.CheckServers {
-		opts.CheckServers[i] = withPort(s)
+	servers := make([]string, 0, len(opts.CheckServers))
+	for _, s := range opts.CheckServers {
+		servers = append(servers, withPort(s))
 	}
+	opts.CheckServers = servers
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
