@@ -323,7 +323,7 @@ func decodeBody(r *http.Request) (recordInput, *apiError) {
 }
 
 // conflict reports why rec may not join recs (other than self): Cloudflare
-// refuses identical records and a CNAME beside any other record.
+// refuses identical records and a CNAME beside any other record but CAA.
 func conflict(recs []*record, rr dns.RR, self *record) *apiError {
 	name := dns.CanonicalName(rr.Header().Name)
 	var others []*record
@@ -337,6 +337,12 @@ func conflict(recs []*record, rr dns.RR, self *record) *apiError {
 		others = append(others, o)
 	}
 	for _, o := range others {
+		// Cloudflare serves CAA beside a CNAME (dstack-ingress's CAA pinning
+		// on a gateway alias depends on it), and refuses every other pair.
+		if t := rr.Header().Rrtype; t == dns.TypeCAA && o.rr.Header().Rrtype == dns.TypeCNAME ||
+			t == dns.TypeCNAME && o.rr.Header().Rrtype == dns.TypeCAA {
+			continue
+		}
 		if rr.Header().Rrtype == dns.TypeCNAME {
 			return errBadRequest(81053, "An A, AAAA, or CNAME record with that host already exists. For more details, refer to <https://developers.cloudflare.com/dns/manage-dns-records/troubleshooting/records-with-same-name/>.")
 		}

@@ -573,6 +573,13 @@ func TestRecordErrors(t *testing.T) {
 	if after := store.All(); !reflect.DeepEqual(after, before) {
 		t.Errorf("refused writes changed the store")
 	}
+	// Cloudflare keeps a CAA beside a CNAME: the one pair it allows.
+	if s, env := post(map[string]any{"type": "CAA", "name": "alias", "data": map[string]any{"flags": 0, "tag": "issue", "value": "letsencrypt.org"}}); s != 200 {
+		t.Fatalf("CAA beside a CNAME: HTTP %d %+v", s, env.Errors)
+	}
+	if got := store.Records("alias.example.test.", dns.TypeCAA); len(got) != 1 {
+		t.Fatalf("CAA beside a CNAME not stored: %v", got)
+	}
 
 	s, env := call(t, e, bearer(token), "GET", base+"/0123456789abcdef0123456789abcdef", nil)
 	wantCode(t, "unknown record", s, env, 404, 81044)
