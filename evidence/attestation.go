@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"net/http"
@@ -90,7 +89,7 @@ func NewAttestationHandler(cfg AttestationConfig) (*AttestationHandler, error) {
 		h.timeout = 10 * time.Second
 	}
 	if h.log == nil {
-		h.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		h.log = slog.New(slog.DiscardHandler)
 	}
 	return h, nil
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
-	"io"
 	"log/slog"
 	"math"
 	"mime"
@@ -86,7 +85,7 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		h.timeout = 10 * time.Second
 	}
 	if h.log == nil {
-		h.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		h.log = slog.New(slog.DiscardHandler)
 	}
 	return h, nil
 }
