@@ -83,21 +83,15 @@ func newWorld(t testing.TB) *world {
 	return &world{dns: srv, cf: cf, ca: ca, dp: dp, cp: cp}
 }
 
-// pinner applies the CAA part of a dnscaa plan, as cmd/ingress wires it.
+// pinner counts PinCAA calls on top of dnscaa's, as cmd/ingress wires it.
 type pinner struct {
-	w     *world
+	dnscaa.Pinner
 	calls atomic.Int32
 }
 
 func (p *pinner) PinCAA(ctx context.Context, domains []string, issuer, accountURI, method string) error {
 	p.calls.Add(1)
-	plan, err := dnscaa.NewPlan(dnscaa.PlanConfig{Domains: domains,
-		CAA: &dnscaa.CAAPolicy{IssuerDomain: issuer, AccountURI: accountURI, ValidationMethods: []string{method}}})
-	if err != nil {
-		return err
-	}
-	_, err = dnscaa.Apply(ctx, p.w.dp, plan, dnscaa.ApplyOptions{Resolver: &dnscaa.Resolver{Servers: []string{p.w.dns.Addr()}}})
-	return err
+	return p.Pinner.PinCAA(ctx, domains, issuer, accountURI, method)
 }
 
 func (w *world) config(t testing.TB, stateDir string) Config {
@@ -214,7 +208,7 @@ func sameRRs(a, b []dns.RR) bool {
 
 func TestCAAPinnedToRegisteredAccount(t *testing.T) {
 	w := newWorld(t)
-	p := &pinner{w: w}
+	p := &pinner{Pinner: dnscaa.Pinner{Provider: w.dp, Apply: dnscaa.ApplyOptions{Resolver: &dnscaa.Resolver{Servers: []string{w.dns.Addr()}}}}}
 	cfg := w.config(t, t.TempDir())
 	cfg.CAA = p
 	m := w.manager(t, cfg)

@@ -3,20 +3,16 @@ package dnscaa
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/tee-ingress/tee-ingress/internal/bind9"
 )
 
 const (
@@ -44,106 +40,19 @@ type bind struct {
 	addr string
 }
 
-// startBIND starts named in the foreground from a generated configuration,
-// waits until it answers, and stops it when the test ends.
+// startBIND starts a real named serving bindZone and stops it when the test
+// ends.
 func startBIND(t *testing.T) *bind {
 	t.Helper()
-	named, err := exec.LookPath("named")
+	s, err := bind9.Start(bind9.Options{Dir: t.TempDir(), Zone: "example.test", ZoneFile: bindZone, KeyName: tsigKey, Secret: tsigSecret})
+	if errors.Is(err, bind9.ErrNotInstalled) {
+		t.Skipf("%v: the RFC 2136 tests need it", err)
+	}
 	if err != nil {
-		if _, serr := os.Stat("/usr/sbin/named"); serr != nil {
-			t.Skip("BIND9 is not installed (no named in PATH or /usr/sbin): the RFC 2136 tests need it (apt-get install bind9)")
-		}
-		named = "/usr/sbin/named"
-	}
-	dir := t.TempDir()
-	port := freePort(t)
-	conf := fmt.Sprintf(`options {
-	directory "%[1]s";
-	pid-file "%[1]s/named.pid";
-	session-keyfile "%[1]s/session.key";
-	managed-keys-directory "%[1]s";
-	listen-on port %[2]d { 127.0.0.1; };
-	listen-on-v6 { none; };
-	recursion no;
-	dnssec-validation no;
-	notify no;
-	allow-query { any; };
-};
-controls { };
-key "%[3]s" {
-	algorithm hmac-sha256;
-	secret "%[4]s";
-};
-zone "example.test" {
-	type primary;
-	file "%[1]s/example.test.zone";
-	journal "%[1]s/example.test.jnl";
-	allow-update { key "%[3]s"; };
-	allow-transfer { key "%[3]s"; };
-};
-`, dir, port, tsigKey, tsigSecret)
-	confPath := filepath.Join(dir, "named.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "example.test.zone"), []byte(bindZone), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	log := &syncBuffer{}
-	cmd := exec.Command(named, "-g", "-4", "-n", "1", "-c", confPath)
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting named: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
-	b := &bind{addr: net.JoinHostPort("127.0.0.1", fmt.Sprint(port))}
-	deadline := time.NewTimer(20 * time.Second)
-	defer deadline.Stop()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case err := <-exited:
-			t.Fatalf("named exited: %v\n%s", err, log.String())
-		case <-deadline.C:
-			t.Fatalf("named did not answer SOA within 20s:\n%s", log.String())
-		case <-tick.C:
-		}
-		m, err := queryServer(context.Background(), b.addr, "example.test", dns.TypeSOA, false, 500*time.Millisecond)
-		if err == nil && m.Rcode == dns.RcodeSuccess && len(m.Answer) == 1 {
-			return b
-		}
-	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	// A port free for both TCP and UDP at the moment of asking.
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
+	t.Cleanup(func() { s.Close() })
+	return &bind{addr: s.Addr}
 }
 
 // axfr is the zone by transfer, as zone-file lines sorted, SOA left out
