@@ -434,6 +434,13 @@ func (m *Manager) Ensure(ctx context.Context, domains []string) (*Certificate, e
 	if err := checkDomains(domains); err != nil {
 		return nil, err
 	}
+	if m.cfg.Challenge == TLSALPN01 {
+		for _, d := range domains {
+			if strings.HasPrefix(d, "*.") {
+				return nil, fmt.Errorf("acme: wildcard domain %q needs CHALLENGE_TYPE=dns-01 (tls-alpn-01 cannot validate wildcards)", d)
+			}
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	name := setFileName(domains)

@@ -155,3 +155,30 @@ func TestSetFileNameKeepsWildcardApart(t *testing.T) {
 		t.Fatalf("wildcard file %q, plain %q", a, b)
 	}
 }
+
+func TestEnsureRefusesBadDomainsBeforeContactingTheCA(t *testing.T) {
+	// The directory URL points nowhere: any contact would fail differently.
+	m, err := New(Config{Keys: &FileKeySource{Path: filepath.Join(t.TempDir(), "k")}, StateDir: t.TempDir(),
+		Solver: noSolver{}, Challenge: TLSALPN01, DirectoryURL: "https://127.0.0.1:1/directory"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]struct {
+		domains []string
+		want    string
+	}{
+		"wildcard with tls-alpn-01": {[]string{"*.example.test"}, "CHALLENGE_TYPE=dns-01"},
+		"invalid name":              {[]string{"exa mple.test"}, "not allowed"},
+		"duplicate":                 {[]string{"a.example.test", "a.example.test"}, "listed twice"},
+		"none":                      {nil, "no domains"},
+	}
+	for name, c := range cases {
+		_, err := m.Ensure(context.Background(), c.domains)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want it to mention %q", name, err, c.want)
+		}
+	}
+	if m.AccountURI() != "" {
+		t.Fatal("an account was set up before validation passed")
+	}
+}
