@@ -58,7 +58,9 @@ type PublisherConfig struct {
 
 // Publisher builds bundles and publishes them: an immutable snapshot swapped
 // in one step for HTTP, and the folder layout above on disk. A failed build
-// or write leaves the previous bundle in force everywhere.
+// or write leaves the previous bundle in force everywhere. Call Publish at
+// every start (a bundle left on disk by an earlier run is replaced, never
+// served from memory) and after every certificate change.
 type Publisher struct {
 	quoter Quoter
 	dir    string

@@ -54,6 +54,11 @@ func TestRoundTripThroughSimulator(t *testing.T) {
 			if len(files) != 8 {
 				t.Fatalf("fetched %d files, want 8", len(files))
 			}
+			for name, f := range files {
+				if strings.Contains(string(f), "PRIVATE KEY") {
+					t.Fatalf("%s contains PRIVATE KEY", name)
+				}
+			}
 			pb, err := ParseBundle(files)
 			if err != nil {
 				t.Fatal(err)
@@ -83,6 +88,9 @@ func TestRoundTripThroughSimulator(t *testing.T) {
 			}
 			if sig := checkByName(t, cs, CheckQuoteSignature); !strings.Contains(sig.Got, "certificate signed by unknown authority") {
 				t.Errorf("signature failure: %q", sig.Got)
+			}
+			if d := checkByName(t, cs, CheckAppID).Detail; !strings.Contains(d, "proves nothing") {
+				t.Errorf("app-id of an unauthenticated quote: %q", d)
 			}
 
 			// A live quote through the handler, for a fresh nonce.

@@ -165,7 +165,17 @@ func quoteChecks(q *Quote, perr error, want *[64]byte, what string, opts VerifyO
 	}
 	cs = append(cs, field)
 	if tdx {
-		cs = append(cs, eventLogChecks(q, tq, opts)...)
+		id := eventLogChecks(q, tq, opts)
+		if sig := checkByNameIn(cs, CheckQuoteSignature); sig != nil && sig.Status != Pass {
+			// Values from a quote that is not authentic prove nothing; say so
+			// where a reader looks, without failing a second time.
+			for i := range id {
+				if id[i].Status == Pass {
+					id[i].Detail += " (but the quote's signature did not verify, so this proves nothing)"
+				}
+			}
+		}
+		cs = append(cs, id...)
 	}
 	return cs
 }
@@ -325,6 +335,15 @@ func identityChecks(id Identity, trusted bool, why string, opts VerifyOptions) [
 		cs = append(cs, c)
 	}
 	return cs
+}
+
+func checkByNameIn(cs []Check, name string) *Check {
+	for i := range cs {
+		if cs[i].Name == name {
+			return &cs[i]
+		}
+	}
+	return nil
 }
 
 func allEqual(want []string, got string) bool {
