@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,6 +30,7 @@ type gatewayWorld struct {
 	sim       *agentsim.Simulator
 	ca        *testCA
 	cert, old issued
+	mu        sync.Mutex     // guards info and appInfo: tests edit them, the server reads them
 	info      map[string]any // acme-info as served
 	appInfo   map[string]any
 	srv       *httptest.Server
@@ -74,8 +76,14 @@ func newGatewayWorld(t *testing.T, older bool) *gatewayWorld {
 			http.NotFound(rw, r)
 			return
 		}
+		w.mu.Lock()
+		b, err := json.Marshal(v)
+		w.mu.Unlock()
+		if err != nil {
+			t.Error(err)
+		}
 		rw.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(rw).Encode(v)
+		rw.Write(b)
 	}))
 	w.srv.TLS = &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return w.serveCert.Load(), nil }}
 	w.srv.StartTLS()
@@ -210,7 +218,10 @@ func TestGatewayTampering(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newGatewayWorld(t, tc.older)
-			r := runCLI(t, w.args(tc.setup(t, w)...)...)
+			w.mu.Lock()
+			extra := tc.setup(t, w)
+			w.mu.Unlock()
+			r := runCLI(t, w.args(extra...)...)
 			want := slices.Sorted(slices.Values(tc.want))
 			if r.code != 1 || !slices.Equal(r.failed(), want) {
 				t.Fatalf("exit %d, failed %q; want exit 1, failed %q:\n%s", r.code, r.failed(), want, r.dump())
@@ -222,8 +233,10 @@ func TestGatewayTampering(t *testing.T) {
 // TestGatewayWarnings: what does not prove anything wrong only warns.
 func TestGatewayWarnings(t *testing.T) {
 	w := newGatewayWorld(t, true)
+	w.mu.Lock()
 	w.appInfo["compose_hash"] = strings.Repeat("11", 32) // unsigned app-info disagrees
 	w.info["hist_keys"] = append(w.info["hist_keys"].([]string), hexOf(w.ca.issue(t, nil, time.Now(), time.Now().Add(time.Hour), "x."+gwBase).leaf.RawSubjectPublicKeyInfo))
+	w.mu.Unlock()
 	r := runCLI(t, w.args()...)
 	if r.code != 0 {
 		t.Fatalf("exit %d, want 0:\n%s", r.code, r.dump())

@@ -214,7 +214,14 @@ func parseArgs(args []string) (*options, string, string, error) {
 			if errors.Is(err, flag.ErrHelp) {
 				return nil, "", "", err
 			}
-			return nil, "", "", usageErr(seeHelp, "%s", strings.TrimPrefix(err.Error(), "flag provided but not defined: "))
+			msg := err.Error()
+			if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+				msg = "unknown flag --" + strings.TrimLeft(name, "-")
+			} else {
+				// The flag package names flags with one dash; the usage text uses two.
+				msg = strings.NewReplacer("flag -", "flag --", "for -", "for --", "argument: -", "argument: --").Replace(msg)
+			}
+			return nil, "", "", usageErr(seeHelp, "%s", msg)
 		}
 		rest = fs.Args()
 		if len(rest) == 0 {

@@ -20,9 +20,10 @@ var statusColor = map[string]string{
 
 const colorReset = "\x1b[0m"
 
-// longHex matches hex runs worth shortening in the checklist (the JSON
-// report keeps every value whole).
-var longHex = regexp.MustCompile(`[0-9a-fA-F]{33,}`)
+// longHex matches hex runs worth shortening in the checklist: longer than
+// a SHA-256, so app ids and hashes show whole (the JSON report keeps every
+// value whole).
+var longHex = regexp.MustCompile(`[0-9a-fA-F]{65,}`)
 
 // shorten abbreviates long hex values to their first 16 and last 8 digits.
 func shorten(s string) string {
