@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tee-ingress/tee-ingress/evidence"
 	"github.com/tee-ingress/tee-ingress/verifycli/report"
@@ -82,5 +84,44 @@ func TestDomainStrict(t *testing.T) {
 	text := runCLI(t, slices.DeleteFunc(w.args("--strict"), func(s string) bool { return s == "--json" })...)
 	if text.code != 1 || !strings.Contains(text.stdout, "result: FAIL (") || !strings.Contains(text.stdout, "--strict counts warnings and skips as failures") {
 		t.Fatalf("exit %d, checklist:\n%s", text.code, text.stdout)
+	}
+}
+
+// TestDomainUnderWildcard: a name served by the deployment's wildcard
+// certificate is compared with cert-*.<parent>.pem; the wildcard's CAA set
+// (issuewild) is what must pin the account, and the name's own set, which
+// does not pin it, is only a warning.
+func TestDomainUnderWildcard(t *testing.T) {
+	w := newWorld(t)
+	now := time.Now()
+	wc := w.ca.issue(t, nil, now.Add(-time.Hour), now.Add(60*24*time.Hour), "*."+testZone)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := w.pub.Publish(ctx, evidence.BundleInput{Account: accountJSON(testAccountURI), Primary: "*." + testZone,
+		Certs: map[string][]byte{"*." + testZone: wc.chainPEM}}); err != nil {
+		t.Fatal(err)
+	}
+	c := wc.tlsCert()
+	w.serveCert.Store(&c)
+	w.dns.Remove(caaPin(testDomain, "issue", pinValue(testAccountURI)))
+	w.dns.Add(caaPin(testZone, "issuewild", pinValue(testAccountURI)))
+	w.ct.add(wc.leaf, false)
+
+	r := runCLI(t, w.args()...)
+	if r.code != 0 {
+		t.Fatalf("exit %d:\n%s", r.code, r.dump())
+	}
+	if c := r.check(t, checkTLSLeafBundle); c.Status != report.StatusPass || !strings.Contains(c.Detail, "cert-*.example.test.pem") {
+		t.Errorf("leaf: %+v", c)
+	}
+	if c := r.check(t, checkCAA); c.Status != report.StatusPass || !strings.HasPrefix(c.Want, "issuewild ") {
+		t.Errorf("dns.caa: %+v, want a pass on issuewild", c)
+	}
+	if c := r.check(t, checkCAA+":"+testDomain); c.Status != report.StatusWarn || !strings.Contains(c.Detail, "no issue records") {
+		t.Errorf("dns.caa:%s: %+v, want a warning that the name itself is not pinned", testDomain, c)
+	}
+	// The wildcard, and app.example.test's certificate (two rows), which the history still lists.
+	if c := r.check(t, checkCTCertificates); c.Status != report.StatusPass || !strings.HasPrefix(c.Got, "3 unexpired, 3 matched") {
+		t.Errorf("ct: %+v", c)
 	}
 }
