@@ -52,7 +52,8 @@ func runCLI(t *testing.T, args ...string) cliRun {
 	cmd := exec.Command(path, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	cmd.Env = append(os.Environ(), "NO_COLOR=1")
+	// GORACE: a -race binary otherwise sleeps a second at every exit 0.
+	cmd.Env = append(os.Environ(), "NO_COLOR=1", "GORACE=atexit_sleep_ms=0")
 	cmd.WaitDelay = time.Second
 	done := make(chan error, 1)
 	if err := cmd.Start(); err != nil {
@@ -135,7 +136,9 @@ type testCA struct {
 
 func newTestCA(t testing.TB, name string, notBefore, notAfter time.Time) *testCA {
 	t.Helper()
-	ca := &testCA{serial: 1 << 40}
+	// Serials start at a random point, so two CAs do not share them by accident.
+	base, _ := rand.Int(rand.Reader, big.NewInt(1<<40))
+	ca := &testCA{serial: base.Int64() << 8}
 	ca.rootKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	ca.interKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	rootT := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name + " root", Organization: []string{"verifycli tests"}},
@@ -187,7 +190,7 @@ func (ca *testCA) issue(t testing.TB, key *ecdsa.PrivateKey, notBefore, notAfter
 	t.Helper()
 	ca.mu.Lock()
 	ca.serial++
-	serial := new(big.Int).Lsh(big.NewInt(ca.serial), 80)
+	serial := new(big.Int).Lsh(big.NewInt(ca.serial), 40)
 	serial.SetBit(serial, 127, 1)
 	ca.mu.Unlock()
 	return ca.issueWith(t, key, serial, notBefore, notAfter, names...)

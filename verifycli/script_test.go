@@ -49,6 +49,7 @@ func TestScripts(t *testing.T) {
 			env.Setenv("TESTDATA", td)
 			env.Setenv("FIXTURES", fixtures)
 			env.Setenv("NO_COLOR", "1")
+			env.Setenv("GORACE", "atexit_sleep_ms=0") // no second of sleep at each exit under -race
 			return copyDir(filepath.Join(td, "bundle"), filepath.Join(env.WorkDir, "bundle"))
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){

@@ -24,25 +24,26 @@ func TestDomainTampering(t *testing.T) {
 		name  string
 		setup func(t *testing.T, w *world) []string // extra arguments
 		want  []string                              // the failed checks, exactly
+		why   string                                // in the detail of the first failed check, if set
 	}{
 		{"served certificate swapped for another one of the same CA", func(t *testing.T, w *world) []string {
 			c := w.ca.issue(t, nil, time.Now().Add(-time.Hour), time.Now().Add(30*day), testDomain).tlsCert()
 			w.serveCert.Store(&c)
 			return nil
-		}, []string{checkTLSLeafBundle}},
+		}, []string{checkTLSLeafBundle}, ""},
 
 		{"served chain is for another name", func(t *testing.T, w *world) []string {
 			c := w.ca.issue(t, nil, time.Now().Add(-time.Hour), time.Now().Add(30*day), "other.example.test").tlsCert()
 			w.serveCert.Store(&c)
 			return nil
-		}, []string{checkTLSChain, checkTLSLeafBundle}},
+		}, []string{checkTLSChain, checkTLSLeafBundle}, ""},
 
 		{"served chain from an untrusted CA", func(t *testing.T, w *world) []string {
 			evil := newTestCA(t, "evil CA", time.Now().Add(-day), time.Now().Add(day))
 			c := evil.issue(t, nil, time.Now().Add(-time.Hour), time.Now().Add(30*day), testDomain).tlsCert()
 			w.serveCert.Store(&c)
 			return nil
-		}, []string{checkTLSChain, checkTLSLeafBundle}},
+		}, []string{checkTLSChain, checkTLSLeafBundle}, ""},
 
 		{"served certificate expired", func(t *testing.T, w *world) []string {
 			w.cert = w.ca.issue(t, nil, time.Now().Add(-30*day), time.Now().Add(-day), testDomain)
@@ -50,12 +51,12 @@ func TestDomainTampering(t *testing.T) {
 			c := w.cert.tlsCert()
 			w.serveCert.Store(&c)
 			return nil
-		}, []string{checkTLSChain}},
+		}, []string{checkTLSChain}, ""},
 
 		{"account URI changed and bundle requoted, CAA pins the old account", func(t *testing.T, w *world) []string {
 			w.publish("https://acme-v02.api.letsencrypt.org/acme/acct/666")
 			return nil
-		}, []string{checkCAA}},
+		}, []string{checkCAA}, ""},
 
 		{"acme-account.json edited after quoting", func(t *testing.T, w *world) []string {
 			w.setTamper(func(rw http.ResponseWriter, r *http.Request) bool {
@@ -66,52 +67,52 @@ func TestDomainTampering(t *testing.T) {
 				return false
 			})
 			return nil
-		}, []string{evidence.CheckFileHash + ":" + evidence.AccountFile, checkCAA}},
+		}, []string{evidence.CheckFileHash + ":" + evidence.AccountFile, checkCAA}, ""},
 
 		{"CAA pins another account", func(t *testing.T, w *world) []string {
 			w.dns.Replace(caaPin(testDomain, "issue", pinValue(testAccountURI)), caaPin(testDomain, "issue", pinValue("https://acme-v02.api.letsencrypt.org/acme/acct/666")))
 			return nil
-		}, []string{checkCAA}},
+		}, []string{checkCAA}, ""},
 
 		{"CAA missing", func(t *testing.T, w *world) []string {
 			w.dns.Remove(caaPin(testDomain, "issue", pinValue(testAccountURI)))
 			w.dns.Remove(dnsserver.MustRR(testZone + `. 60 IN CAA 0 iodef "mailto:security@example.test"`))
 			return nil
-		}, []string{checkCAA}},
+		}, []string{checkCAA}, ""},
 
 		{"CAA also allows another CA", func(t *testing.T, w *world) []string {
 			w.dns.Add(caaPin(testDomain, "issue", "evil-ca.test"))
 			return nil
-		}, []string{checkCAA}},
+		}, []string{checkCAA}, ""},
 
 		{"CAA allows http-01 too", func(t *testing.T, w *world) []string {
 			w.dns.Replace(caaPin(testDomain, "issue", pinValue(testAccountURI)),
 				caaPin(testDomain, "issue", "letsencrypt.org;validationmethods=dns-01,http-01;accounturi="+testAccountURI))
 			return nil
-		}, []string{checkCAA}},
+		}, []string{checkCAA}, ""},
 
 		{"CAA pins the account without validation methods", func(t *testing.T, w *world) []string {
 			w.dns.Replace(caaPin(testDomain, "issue", pinValue(testAccountURI)), caaPin(testDomain, "issue", "letsencrypt.org;accounturi="+testAccountURI))
 			return nil
-		}, []string{checkCAA}},
+		}, []string{checkCAA}, ""},
 
 		{"unexpired unknown certificate in CT", func(t *testing.T, w *world) []string {
 			evil := newTestCA(t, "evil CA", time.Now().Add(-day), time.Now().Add(day))
 			w.ct.add(evil.issue(t, nil, time.Now().Add(-time.Hour), time.Now().Add(30*day), testDomain).leaf, true)
 			return nil
-		}, []string{checkCTCertificates}},
+		}, []string{checkCTCertificates}, "issuer CN=evil CA intermediate"},
 
 		{"unexpired wildcard certificate covering the domain in CT", func(t *testing.T, w *world) []string {
 			evil := newTestCA(t, "evil CA", time.Now().Add(-day), time.Now().Add(day))
 			w.ct.add(evil.issue(t, nil, time.Now().Add(-time.Hour), time.Now().Add(30*day), "*.example.test").leaf, false)
 			return nil
-		}, []string{checkCTCertificates}},
+		}, []string{checkCTCertificates}, ": *.example.test, serial "},
 
 		{"CT certificate copies a history serial with another key", func(t *testing.T, w *world) []string {
 			evil := newTestCA(t, "evil CA", time.Now().Add(-day), time.Now().Add(day))
 			w.ct.add(evil.issueSerial(t, w.cert.leaf.SerialNumber, time.Now().Add(-time.Hour), time.Now().Add(30*day), testDomain).leaf, false)
 			return nil
-		}, []string{checkCTCertificates}},
+		}, []string{checkCTCertificates}, "same serial as a history certificate, but another public key"},
 
 		{"quote.json from another bundle", func(t *testing.T, w *world) []string {
 			other := quoteFor(t, w.sim, evidence.BundleReportData(sha256.Sum256([]byte("another bundle's sha256sum.txt")), [32]byte{}))
@@ -123,7 +124,7 @@ func TestDomainTampering(t *testing.T) {
 				return false
 			})
 			return nil
-		}, []string{evidence.CheckReportData}},
+		}, []string{evidence.CheckReportData}, ""},
 
 		{"stale nonce: the server replays an old live quote", func(t *testing.T, w *world) []string {
 			old := quoteFor(t, w.sim, evidence.BundleReportData(w.bundle().SumsDigest(), [32]byte{1, 2, 3}))
@@ -135,7 +136,7 @@ func TestDomainTampering(t *testing.T) {
 				return false
 			})
 			return nil
-		}, []string{prefixLive + evidence.CheckReportData}},
+		}, []string{prefixLive + evidence.CheckReportData}, ""},
 
 		{"live quote from another TEE (trusted root, other app)", func(t *testing.T, w *world) []string {
 			other := newSimulator(t, otherSeed)
@@ -148,7 +149,7 @@ func TestDomainTampering(t *testing.T) {
 				return false
 			})
 			return []string{"--tdx-root", roots}
-		}, []string{prefixLive + "identity"}},
+		}, []string{prefixLive + "identity"}, ""},
 
 		{"quote signed under an untrusted root", func(t *testing.T, w *world) []string {
 			other := newSimulator(t, otherSeed)
@@ -161,7 +162,7 @@ func TestDomainTampering(t *testing.T) {
 				return false
 			})
 			return nil
-		}, []string{evidence.CheckQuoteSignature}},
+		}, []string{evidence.CheckQuoteSignature}, ""},
 
 		{"debug TD", func(t *testing.T, w *world) []string {
 			q := debugQuote(t, worldSeed, quoteFor(t, w.sim, evidence.BundleReportData(w.bundle().SumsDigest(), [32]byte{})))
@@ -173,7 +174,7 @@ func TestDomainTampering(t *testing.T) {
 				return false
 			})
 			return nil
-		}, []string{evidence.CheckQuoteDebug}},
+		}, []string{evidence.CheckQuoteDebug}, ""},
 
 		{"event log altered: another app-id", func(t *testing.T, w *world) []string {
 			q := alterEventLog(t, w.bundle().Quote().Raw, "app-id", bytes.Repeat([]byte{0xee}, 20))
@@ -185,20 +186,20 @@ func TestDomainTampering(t *testing.T) {
 				return false
 			})
 			return nil
-		}, []string{evidence.CheckRTMR + "3"}},
+		}, []string{evidence.CheckRTMR + "3"}, ""},
 
 		{"wrong compose hash expected", func(t *testing.T, w *world) []string {
 			return []string{"--compose-hash", strings.Repeat("ab", 32)}
-		}, []string{evidence.CheckComposeHash, prefixLive + evidence.CheckComposeHash}},
+		}, []string{evidence.CheckComposeHash, prefixLive + evidence.CheckComposeHash}, ""},
 
 		{"compose file of another version", func(t *testing.T, w *world) []string {
 			c := append(w.sim.ComposeJSON(), ' ')
 			return []string{"--compose", writeFile(t, w.dir, "compose.json", c)}
-		}, []string{evidence.CheckComposeHash, prefixLive + evidence.CheckComposeHash}},
+		}, []string{evidence.CheckComposeHash, prefixLive + evidence.CheckComposeHash}, ""},
 
 		{"wrong app id expected", func(t *testing.T, w *world) []string {
 			return []string{"--app-id", strings.Repeat("cd", 20)}
-		}, []string{evidence.CheckAppID, prefixLive + evidence.CheckAppID}},
+		}, []string{evidence.CheckAppID, prefixLive + evidence.CheckAppID}, ""},
 
 		{"cert.pem differs from sha256sum.txt", func(t *testing.T, w *world) []string {
 			other := w.ca.issue(t, nil, time.Now().Add(-time.Hour), time.Now().Add(30*day), testDomain)
@@ -210,7 +211,7 @@ func TestDomainTampering(t *testing.T) {
 				return false
 			})
 			return nil
-		}, []string{evidence.CheckFileHash + ":" + evidence.CertFile, evidence.CheckHistory}},
+		}, []string{evidence.CheckFileHash + ":" + evidence.CertFile, evidence.CheckHistory}, ""},
 
 		{"history.json edited after quoting", func(t *testing.T, w *world) []string {
 			w.setTamper(func(rw http.ResponseWriter, r *http.Request) bool {
@@ -221,7 +222,7 @@ func TestDomainTampering(t *testing.T) {
 				return false
 			})
 			return nil
-		}, []string{evidence.CheckFileHash + ":" + evidence.HistoryFile}},
+		}, []string{evidence.CheckFileHash + ":" + evidence.HistoryFile}, ""},
 
 		{"an unlisted file added to the bundle", func(t *testing.T, w *world) []string {
 			extra := w.ca.issue(t, nil, time.Now().Add(-time.Hour), time.Now().Add(30*day), "extra.example.test")
@@ -244,7 +245,7 @@ func TestDomainTampering(t *testing.T) {
 				return false
 			})
 			return nil
-		}, []string{evidence.CheckFilesListed, evidence.CheckHistory}},
+		}, []string{evidence.CheckFilesListed, evidence.CheckHistory}, ""},
 	}
 	if len(cases) < 15 {
 		t.Fatalf("only %d tampering cases", len(cases))
@@ -262,6 +263,12 @@ func TestDomainTampering(t *testing.T) {
 				if c := r.check(t, name); c.Hint == "" || c.Detail == "" {
 					t.Errorf("%s failed without a detail and a hint: %+v", name, c)
 				}
+			}
+			if d := r.check(t, tc.want[0]).Detail; !strings.Contains(d, tc.why) {
+				t.Errorf("%s: detail %q does not say %q", tc.want[0], d, tc.why)
+			}
+			if tc.want[0] == checkCTCertificates && tc.why != "" && !strings.Contains(tc.why, "same serial") && strings.Contains(r.check(t, tc.want[0]).Detail, "same serial") {
+				t.Errorf("an unknown serial was reported as a serial collision")
 			}
 		})
 	}

@@ -1,10 +1,15 @@
 package main
 
 import (
+	"os"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/tee-ingress/tee-ingress/dnscaa"
+	"github.com/tee-ingress/tee-ingress/evidence"
+	"github.com/tee-ingress/tee-ingress/verifycli/report"
 )
 
 func TestCoversName(t *testing.T) {
@@ -96,5 +101,49 @@ func TestParseArgsAnywhere(t *testing.T) {
 	}
 	if o, _, _, _ := parseArgs([]string{"domain", "https://x.example", "--ct-url", "OFF", "--validation-methods", "DNS-01, tls-alpn-01"}); o.ctURL != "" || !slices.Equal(o.methods, []string{"dns-01", "tls-alpn-01"}) {
 		t.Fatalf("ct %q methods %q", o.ctURL, o.methods)
+	}
+}
+
+func TestColour(t *testing.T) {
+	r := report.New("quote", "q.json", time.Now(), false, []evidence.Check{
+		{Name: "a", Status: evidence.Pass}, {Name: "b", Status: evidence.Fail, Hint: "do x"}, {Name: "c", Status: evidence.Warn}})
+	var plain, coloured strings.Builder
+	if err := writeText(&plain, r, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeText(&coloured, r, true); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(plain.String(), "\x1b[") || !strings.Contains(plain.String(), "2. FAIL  b\n") || !strings.Contains(plain.String(), "hint   do x") {
+		t.Errorf("plain output:\n%s", plain.String())
+	}
+	for _, want := range []string{"\x1b[32mPASS\x1b[0m", "\x1b[1;31mFAIL\x1b[0m", "\x1b[33mWARN\x1b[0m", "result: \x1b[1;31mFAIL\x1b[0m"} {
+		if !strings.Contains(coloured.String(), want) {
+			t.Errorf("coloured output lacks %q:\n%q", want, coloured.String())
+		}
+	}
+
+	// Colour only for a terminal, and never with NO_COLOR or TERM=dumb.
+	f, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	none := func(string) (string, bool) { return "", false }
+	if colorWanted(f, none) {
+		t.Error("colour for a regular file")
+	}
+	tty := openPTY(t)
+	if tty == nil {
+		return
+	}
+	if !colorWanted(tty, none) {
+		t.Error("no colour for a terminal")
+	}
+	if colorWanted(tty, func(k string) (string, bool) { return "", k == "NO_COLOR" }) {
+		t.Error("colour despite NO_COLOR")
+	}
+	if colorWanted(tty, func(k string) (string, bool) { return "dumb", k == "TERM" }) {
+		t.Error("colour despite TERM=dumb")
 	}
 }
