@@ -150,6 +150,13 @@ func TestRunStaticEnvAndDrain(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &lockedBuffer{}
 	done := make(chan int, 1)
+	t.Cleanup(func() {
+		cancel() // also when the test failed half-way: run must not outlive it
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+		}
+	})
 	go func() {
 		done <- run(ctx, []string{"--cert-source", "static", "--cert", cert, "--key", key, "--listen", "127.0.0.1:0"}, env(map[string]string{
 			"TARGET_ENDPOINT": be.URL, "PROXY_MODE": "http", "MAXCONN": "10", "TIMEOUT_SERVER": "5s",
@@ -170,6 +177,7 @@ func TestRunStaticEnvAndDrain(t *testing.T) {
 	cancel() // what SIGTERM does in main
 	select {
 	case code := <-done:
+		done <- code // for the cleanup
 		if code != 0 || !strings.Contains(logs.String(), "msg=stopped") {
 			t.Fatalf("exit %d; logs:\n%s", code, logs.String())
 		}
