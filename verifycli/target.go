@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/net/idna"
+
 	"github.com/tee-ingress/tee-ingress/verifycli/report"
 )
 
@@ -65,7 +67,20 @@ func parseTargetURL(raw, cmd string) (*url.URL, error) {
 	if u.Hostname() == "" || u.User != nil {
 		return nil, usageErr(hint, "%s: %q has no host", cmd, raw)
 	}
-	return &url.URL{Scheme: "https", Host: u.Host}, nil
+	host := u.Host
+	if net.ParseIP(u.Hostname()) == nil {
+		// An internationalized name is verified in its ASCII (xn--) form,
+		// the form certificates, CAA and CT use.
+		a, err := idna.Lookup.ToASCII(u.Hostname())
+		if err != nil {
+			return nil, usageErr(hint, "%s: %q is not a valid host name: %v", cmd, u.Hostname(), err)
+		}
+		host = a
+		if p := u.Port(); p != "" {
+			host = net.JoinHostPort(a, p)
+		}
+	}
+	return &url.URL{Scheme: "https", Host: host}, nil
 }
 
 func newTarget(u *url.URL, connect string, timeout time.Duration) *target {
