@@ -36,7 +36,7 @@ const (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, colorWanted(os.Stdout, os.LookupEnv))
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, colorWanted(os.Stdout, os.LookupEnv))
 	stop()
 	os.Exit(code)
 }
@@ -81,6 +81,7 @@ type options struct {
 	composeFile              string
 	reportData               []byte
 	color                    bool
+	stdin                    io.Reader // for quote -
 
 	// Loaded from the files named above.
 	tdxRoot     []byte
@@ -132,14 +133,14 @@ var commonFlags = map[string]bool{"json": true, "strict": true, "timeout": true,
 	"compose-hash": true, "compose": true, "collateral": true, "help": true, "h": true}
 
 // run is main without the process: it returns the exit status.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer, color bool) int {
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, color bool) int {
 	o, cmd, arg, err := parseArgs(args)
 	if errors.Is(err, flag.ErrHelp) {
 		io.WriteString(stdout, usageText)
 		return exitOK
 	}
 	if err == nil {
-		o.color = color
+		o.color, o.stdin = color, stdin
 		o.now = time.Now()
 		err = o.load()
 	}

@@ -22,9 +22,19 @@ func runBundle(_ context.Context, o *options, dir string) (*result, error) {
 // maxQuoteFile bounds a quote file; real ones are tens of kilobytes.
 const maxQuoteFile = 8 << 20
 
-// runQuote verifies one GetQuote response, offline.
+// runQuote verifies one GetQuote response, offline; "-" reads it from
+// standard input.
 func runQuote(_ context.Context, o *options, file string) (*result, error) {
-	b, err := readLimited(file, maxQuoteFile)
+	var b []byte
+	var err error
+	if file == "-" {
+		file = "standard input"
+		if b, err = io.ReadAll(io.LimitReader(o.stdin, maxQuoteFile+1)); err == nil && len(b) > maxQuoteFile {
+			err = fmt.Errorf("standard input is over %d bytes", maxQuoteFile)
+		}
+	} else {
+		b, err = readLimited(file, maxQuoteFile)
+	}
 	if err != nil {
 		return nil, &cliError{err: fmt.Errorf("reading quote: %w", err), hint: "give a GetQuote response saved as a file, such as quote.json"}
 	}

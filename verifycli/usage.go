@@ -8,7 +8,7 @@ Usage:
   verifycli gateway https://gateway.BASE     a dstack gateway (its /.dstack/acme-info)
   verifycli tls https://HOST:PORT           the attested self-signed mode (/attestation)
   verifycli bundle DIR                      an evidence folder on disk (offline)
-  verifycli quote FILE                      a GetQuote response, such as quote.json (offline)
+  verifycli quote FILE                      a GetQuote response, such as quote.json (offline; - for stdin)
 
 Examples:
   verifycli domain https://app.example.com
@@ -19,6 +19,7 @@ Examples:
   verifycli tls https://203.0.113.7:443 --json
   verifycli bundle /evidences
   verifycli quote quote.json --report-data 1234
+  curl -s https://app.example.com/evidences/quote.json | verifycli quote -
 
 Flags (anywhere on the line):
   --json                    print one JSON report (schema: package verifycli/report) instead of the checklist
