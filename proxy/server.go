@@ -200,7 +200,7 @@ func (s *Server) track(raw net.Conn) *trackedConn {
 	} else {
 		s.stats.active.Add(1)
 	}
-	c := &trackedConn{Conn: raw, s: s}
+	c := &trackedConn{Conn: raw, s: s, raw: newRawIO(raw)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
@@ -231,10 +231,64 @@ func (s *Server) isClosing() bool {
 }
 
 // trackedConn is a client connection counted against MaxConns until closed.
+// It can gather the records of one tls.Conn.Write into a single write.
 type trackedConn struct {
 	net.Conn
 	s    *Server
 	once sync.Once
+
+	raw *rawIO // nil when Conn is not a TCP socket
+
+	wmu    sync.Mutex
+	gather *[]byte // non-nil while gathering
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	if c.raw != nil {
+		return c.raw.Read(p)
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *trackedConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	if c.gather != nil {
+		*c.gather = append(*c.gather, p...)
+		c.wmu.Unlock()
+		return len(p), nil
+	}
+	c.wmu.Unlock()
+	return c.write(p)
+}
+
+func (c *trackedConn) write(p []byte) (int, error) {
+	if c.raw != nil {
+		return c.raw.Write(p)
+	}
+	return c.Conn.Write(p)
+}
+
+// startGather makes writes accumulate until flushGather. Writes from other
+// goroutines (crypto/tls sends alerts under its own lock) are gathered too, in
+// order, and sent by flushGather.
+func (c *trackedConn) startGather() {
+	b := wirePool.Get().(*[]byte)
+	*b = (*b)[:0]
+	c.wmu.Lock()
+	c.gather = b
+	c.wmu.Unlock()
+}
+
+func (c *trackedConn) flushGather() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	b := c.gather
+	c.gather = nil
+	_, err := c.write(*b)
+	if cap(*b) <= wireBufSize {
+		wirePool.Put(b)
+	}
+	return err
 }
 
 func (c *trackedConn) Close() error {

@@ -20,12 +20,23 @@ const (
 	smallBufSize = 512
 	// bufSize is one full TLS record of plaintext.
 	bufSize = 16 << 10
+	// backBufSize is what one read from a backend takes: four records, sent to
+	// the client in one write (see writeClient).
+	backBufSize = 4 * bufSize
+	// wireBufSize holds backBufSize of plaintext as TLS records.
+	wireBufSize = backBufSize + 4*64
 )
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+var (
+	bufPool     = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+	backBufPool = sync.Pool{New: func() any { b := make([]byte, backBufSize); return &b }}
+	wirePool    = sync.Pool{New: func() any { b := make([]byte, 0, wireBufSize); return &b }}
+)
 
-func getBuf() *[]byte  { return bufPool.Get().(*[]byte) }
-func putBuf(b *[]byte) { bufPool.Put(b) }
+func getBuf() *[]byte      { return bufPool.Get().(*[]byte) }
+func putBuf(b *[]byte)     { bufPool.Put(b) }
+func getBackBuf() *[]byte  { return backBufPool.Get().(*[]byte) }
+func putBackBuf(b *[]byte) { backBufPool.Put(b) }
 
 // epoch anchors monotonic timestamps stored as int64 nanoseconds.
 var epoch = time.Now()
@@ -55,6 +66,7 @@ type tcpSession struct {
 	mu      sync.Mutex
 	back    net.Conn
 	backRaw syscall.RawConn // back's raw conn when it is plain TCP
+	backIO  *rawIO          // raw writes to back when it is plain TCP
 	dialed  chan struct{}
 	ready   bool        // A has seen dialed closed (A only)
 	noBack  atomic.Bool // the dial failed
@@ -281,7 +293,17 @@ func (x *tcpSession) writeClient(p []byte) error {
 		x.client.SetWriteDeadline(time.Now().Add(x.s.cfg.ClientTimeout))
 		x.clientWD = now
 	}
+	if len(p) <= bufSize {
+		_, err := x.tc.Write(p)
+		return err
+	}
+	// More than one record: crypto/tls writes each record with its own
+	// syscall; gather them and send them at once.
+	x.client.startGather()
 	_, err := x.tc.Write(p)
+	if ferr := x.client.flushGather(); err == nil {
+		err = ferr
+	}
 	return err
 }
 
@@ -307,7 +329,12 @@ func (x *tcpSession) writeBackend(p []byte) error {
 		x.back.SetWriteDeadline(time.Now().Add(x.s.cfg.ServerTimeout))
 		x.backWD = now
 	}
-	_, err := x.back.Write(p)
+	var err error
+	if x.backIO != nil {
+		_, err = x.backIO.Write(p)
+	} else {
+		_, err = x.back.Write(p)
+	}
 	return err
 }
 
@@ -342,7 +369,7 @@ func (x *tcpSession) backendLoop() {
 				case <-x.handoff:
 				case <-x.closed:
 					if buf != nil {
-						putBuf(buf)
+						putBackBuf(buf)
 					}
 					return
 				}
@@ -350,7 +377,7 @@ func (x *tcpSession) backendLoop() {
 		}
 		if n > 0 {
 			werr := x.writeClient((*buf)[:n])
-			putBuf(buf)
+			putBackBuf(buf)
 			if werr != nil {
 				x.abort()
 				return
@@ -401,8 +428,8 @@ func (x *tcpSession) dial() bool {
 		conn.Close()
 		return false
 	}
-	if tcp, ok := conn.(*net.TCPConn); ok {
-		x.backRaw, _ = tcp.SyscallConn()
+	if x.backIO = newRawIO(conn); x.backIO != nil {
+		x.backRaw = x.backIO.rc
 	}
 	x.back = conn
 	return true
@@ -451,10 +478,10 @@ func (x *tcpSession) readBackend() (*[]byte, int, error) {
 
 func (x *tcpSession) readBackendOnce() (*[]byte, int, error) {
 	if x.backRaw == nil {
-		buf := getBuf()
+		buf := getBackBuf()
 		n, err := x.back.Read(*buf)
 		if n == 0 {
-			putBuf(buf)
+			putBackBuf(buf)
 			return nil, 0, err
 		}
 		return buf, n, nil
@@ -463,7 +490,7 @@ func (x *tcpSession) readBackendOnce() (*[]byte, int, error) {
 	// only for the read attempt itself, as net.Conn.Read would make it.
 	x.rbuf, x.rn, x.rerr = nil, 0, nil
 	if err := x.backRaw.Read(x.rawRead); err != nil {
-		return nil, 0, err
+		return nil, 0, unwrapRaw(err)
 	}
 	if x.rerr != nil {
 		return nil, 0, os.NewSyscallError("read", x.rerr)
@@ -475,24 +502,26 @@ func (x *tcpSession) readBackendOnce() (*[]byte, int, error) {
 }
 
 func (x *tcpSession) rawReadFn(fd uintptr) bool {
-	b := getBuf()
+	b := getBackBuf()
 	var n int
-	var err error
+	var err syscall.Errno
 	for {
-		n, err = syscall.Read(int(fd), *b)
+		n, err = rawRead(fd, *b)
 		if err != syscall.EINTR {
 			break
 		}
 	}
 	if err == syscall.EAGAIN {
-		putBuf(b)
+		putBackBuf(b)
 		return false
 	}
-	if n > 0 {
+	if err == 0 && n > 0 {
 		x.rbuf, x.rn = b, n
 	} else {
-		putBuf(b)
-		x.rerr = err
+		putBackBuf(b)
+		if err != 0 {
+			x.rerr = err
+		}
 	}
 	return true
 }
