@@ -257,11 +257,6 @@ func shortTempDir(t testing.TB) string {
 	return dir
 }
 
-// randReader is crypto/rand as an io.Reader value.
-type randReader struct{}
-
-func (randReader) Read(p []byte) (int, error) { return rand.Read(p) }
-
 func hexOf(b []byte) string { return hex.EncodeToString(b) }
 
 func sha256Hex(b []byte) string {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tee-ingress/tee-ingress/evidence"
+	"github.com/tee-ingress/tee-ingress/internal/agentsim"
 	"github.com/tee-ingress/tee-ingress/internal/dnsserver"
 )
 
@@ -165,7 +166,11 @@ func TestDomainTampering(t *testing.T) {
 		}, []string{evidence.CheckQuoteSignature}, ""},
 
 		{"debug TD", func(t *testing.T, w *world) []string {
-			q := debugQuote(t, worldSeed, quoteFor(t, w.sim, evidence.BundleReportData(w.bundle().SumsDigest(), [32]byte{})))
+			debug, err := agentsim.New(agentsim.Config{Seed: worldSeed, Stripped: true, Debug: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			q := quoteFor(t, debug, evidence.BundleReportData(w.bundle().SumsDigest(), [32]byte{}))
 			w.setTamper(func(rw http.ResponseWriter, r *http.Request) bool {
 				if ok, live := isFile(r, evidence.QuoteFile); ok && !live {
 					serveBytes(rw, q)

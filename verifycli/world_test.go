@@ -2,18 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/hkdf"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -203,60 +197,6 @@ func requestNonce(t testing.TB, r *http.Request) [32]byte {
 		t.Errorf("live quote request without a valid nonce: %v", err)
 	}
 	return n
-}
-
-// debugQuote sets TD_ATTRIBUTES bit 0 (debug) in a simulator quote and signs
-// it again. agentsim has no option for a debug TD, so this rebuilds the
-// simulator's attestation key from its seed as internal/agentsim/keys.go does
-// (HKDF-SHA256, salt "tee-ingress/agentsim/v1", label "qe-attestation-key",
-// 40 bytes reduced mod n-1, plus one) and fails if that no longer gives the
-// key in the quote.
-func debugQuote(t testing.TB, seed, quoteJSON []byte) []byte {
-	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal(quoteJSON, &m); err != nil {
-		t.Fatal(err)
-	}
-	q, err := hex.DecodeString(m["quote"].(string))
-	if err != nil {
-		t.Fatal(err)
-	}
-	const (
-		signedLen = 0x30 + 0x248 // header and TD report body
-		tdAttrOff = 0x30 + 0x78
-		sigOff    = signedLen + 4
-		keyOff    = sigOff + 64
-	)
-	okm, err := hkdf.Key(sha256.New, seed, []byte("tee-ingress/agentsim/v1"), "qe-attestation-key", 40)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := elliptic.P256().Params().N
-	k := new(big.Int).SetBytes(okm)
-	k.Mod(k, new(big.Int).Sub(n, big.NewInt(1)))
-	k.Add(k, big.NewInt(1))
-	key, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), k.FillBytes(make([]byte, 32)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, _ := key.PublicKey.Bytes()
-	if string(pub[1:]) != string(q[keyOff:keyOff+64]) {
-		t.Fatal("debugQuote: the derived key is not the simulator's attestation key; agentsim changed its key derivation (give it a debug option instead)")
-	}
-	if binary.LittleEndian.Uint32(q[signedLen:]) < 128 {
-		t.Fatal("debugQuote: unexpected quote layout")
-	}
-	q[tdAttrOff] |= 1
-	sum := sha256.Sum256(q[:signedLen])
-	r, s, err := ecdsa.Sign(randReader{}, key, sum[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.FillBytes(q[sigOff : sigOff+32])
-	s.FillBytes(q[sigOff+32 : sigOff+64])
-	m["quote"] = hex.EncodeToString(q)
-	out, _ := json.Marshal(m)
-	return out
 }
 
 // ctServer is a crt.sh-compatible CT search API: GET /?q=<name>&output=json

@@ -109,6 +109,7 @@ type tdInputs struct {
 	mrConfigID []byte // 48 bytes
 	rtmrs      [4][48]byte
 	reportData [64]byte
+	debug      bool // TD_ATTRIBUTES bit 0
 }
 
 // buildQuote assembles and signs a TDX v4 quote: header and TD report body
@@ -127,6 +128,9 @@ func (p *pki) buildQuote(in tdInputs, qeSection []byte) ([]byte, error) {
 	copy(q[headerLen+0x00:], teeTCBSVN)
 	copy(q[headerLen+0x10:], labelHash384("mrseam"))
 	copy(q[headerLen+0x78:], tdAttributes)
+	if in.debug {
+		q[headerLen+0x78] |= 1
+	}
 	copy(q[headerLen+0x80:], xfam)
 	copy(q[mrTDOff:], mrTD())
 	copy(q[mrConfigIDOff:], in.mrConfigID)

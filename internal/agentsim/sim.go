@@ -42,6 +42,10 @@ type Config struct {
 	// an empty digest. Zero: the full form of older agents, digest and
 	// payload on every event.
 	Stripped bool
+	// Debug sets TD_ATTRIBUTES bit 0, the mark of a debug TD whose memory
+	// the host can read: verifiers must reject such quotes. Zero: a
+	// production TD.
+	Debug bool
 	// Seed makes the simulator reproducible: the CA chain's keys (so the root
 	// public key), the attestation key, and the default AppID and InstanceID
 	// all derive from it, so dev runs with the same seed trust the same root.
@@ -70,6 +74,7 @@ type Simulator struct {
 	appName     string
 	deviceID    []byte
 	stripped    bool
+	debug       bool
 	kmsSecret   []byte
 	keyProvider []byte
 	vmConfig    string
@@ -105,6 +110,7 @@ func New(cfg Config) (*Simulator, error) {
 		compose:    cloneOr(cfg.ComposeJSON, defaultCompose),
 		deviceID:   derive(seed, "device-id", 32),
 		stripped:   cfg.Stripped,
+		debug:      cfg.Debug,
 		kmsSecret:  cloneOr(cfg.KMSSecret, defaultKMSSecret),
 		userData:   append(derive(seed, "qe-user-data", 16), 0, 0, 0, 0),
 	}
@@ -251,6 +257,7 @@ func (s *Simulator) quote(reportData [64]byte) (quote []byte, eventLog string, e
 		mrConfigID: mrConfigID,
 		rtmrs:      replay(events),
 		reportData: reportData,
+		debug:      s.debug,
 	}, s.qeSection)
 	if err != nil {
 		return nil, "", err

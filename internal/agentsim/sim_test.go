@@ -156,6 +156,22 @@ func TestQuoteVerifiesUnderSimulatorRoot(t *testing.T) {
 	}
 }
 
+func TestDebugSetsTDAttributeBitAndStillVerifies(t *testing.T) {
+	s := newSim(t, Config{Debug: true})
+	body, err := s.QuoteFor(reportData("debug"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _, _ := decodeQuote(t, body)
+	if raw[48+0x78]&1 != 1 {
+		t.Fatal("Debug: TD attributes lack the debug bit")
+	}
+	// Signed like any other quote: only a verifier's own debug check rejects it.
+	if err := verifyQuote(raw, s.Roots()); err != nil {
+		t.Fatalf("debug quote does not verify under the simulator root: %v", err)
+	}
+}
+
 func TestQuoteRejectedUnderIntelRoot(t *testing.T) {
 	s := newSim(t, Config{})
 	intel, err := os.ReadFile("testdata/intel_sgx_root_ca.pem")
