@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +40,7 @@ func TestConfigDefaults(t *testing.T) {
 	f := newFixture(t)
 	s, err := New(Config{Certs: f.store, Default: Target{Addr: "app:80"}})
 	mustf(t, err, "New")
+	defer s.Shutdown(context.Background())
 	c := s.cfg
 	if c.MaxConns != DefaultMaxConns || c.HandshakeTimeout != DefaultHandshakeTimeout || c.ConnectTimeout != DefaultConnectTimeout ||
 		c.ClientTimeout != DefaultClientTimeout || c.ServerTimeout != DefaultServerTimeout || c.HeaderTimeout != DefaultHeaderTimeout ||

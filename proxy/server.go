@@ -42,6 +42,7 @@ type Server struct {
 	tlsConf *tls.Config
 	dialer  net.Dialer
 	http    *httpFront // nil in tcp mode
+	watch   *watcher   // nil in http mode or where there is no epoll
 	stats   counters
 
 	// ctx is cancelled when Shutdown gives up waiting: it ends evidence
@@ -56,11 +57,13 @@ type Server struct {
 	quit      chan struct{} // closed when Shutdown starts
 	drained   chan struct{} // closed when conns is empty after Shutdown started
 	drainOnce sync.Once
+	closeOnce sync.Once
 	handlers  atomic.Int64 // http-mode handlers running
 	wg        sync.WaitGroup
 }
 
 // New validates cfg and returns a Server. Errors name the Config field to change.
+// Call Shutdown to release what it holds, even if Serve was never called.
 func New(cfg Config) (*Server, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -71,10 +74,12 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("config: Routes: %w", err)
 	}
 	s := &Server{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		router:    rt,
-		dialer:    net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second},
+		cfg:    cfg,
+		log:    cfg.Logger,
+		router: rt,
+		// No TCP keep-alive to backends: they are next to us, and the idle
+		// timeouts close what is not used.
+		dialer:    net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: -1},
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*trackedConn]struct{}),
 		quit:      make(chan struct{}),
@@ -94,6 +99,10 @@ func New(cfg Config) (*Server, error) {
 		if err := s.newHTTPFront(); err != nil {
 			return nil, err
 		}
+	} else if w, err := newWatcher(); err == nil {
+		s.watch = w
+	} else {
+		s.log.Debug("idle connections will keep their goroutines", "err", err)
 	}
 	return s, nil
 }
@@ -237,7 +246,8 @@ type trackedConn struct {
 	s    *Server
 	once sync.Once
 
-	raw *rawIO // nil when Conn is not a TCP socket
+	raw   *rawIO // nil when Conn is not a TCP socket
+	abort func() // under s.mu: ends the connection's session (tcp mode)
 
 	wmu    sync.Mutex
 	gather *[]byte // non-nil while gathering
@@ -367,16 +377,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err != nil {
 		s.cancel()
 		s.mu.Lock()
-		left := make([]*trackedConn, 0, len(s.conns))
+		left := make([]func() error, 0, len(s.conns))
 		for c := range s.conns {
-			left = append(left, c)
+			if c.abort != nil {
+				abort := c.abort
+				left = append(left, func() error { abort(); return nil })
+			} else {
+				left = append(left, c.Close)
+			}
 		}
 		s.mu.Unlock()
 		if len(left) > 0 {
 			s.log.Warn("drain deadline reached, closing connections", "open", len(left))
 		}
-		for _, c := range left {
-			c.Close()
+		for _, close := range left {
+			close()
 		}
 	}
 	s.wg.Wait()
@@ -397,5 +412,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.http != nil {
 		s.http.closeIdle()
 	}
+	s.closeOnce.Do(func() {
+		if s.watch != nil {
+			s.watch.close()
+		}
+	})
 	return err
 }

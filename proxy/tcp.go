@@ -70,13 +70,26 @@ type tcpSession struct {
 	dialed  chan struct{}
 	ready   bool        // A has seen dialed closed (A only)
 	noBack  atomic.Bool // the dial failed
-	aborted bool        // under mu
+	// Each side's end of stream, to skip a half-close the final close makes
+	// redundant.
+	clientEOF, backEOF atomic.Bool
+	aborted            bool // under mu
 
 	decision atomic.Uint32
 	handoff  chan struct{} // closed when the backend may write to the client after evidence
 	closed   chan struct{} // closed by abort
 	stopOnce sync.Once
-	refs     atomic.Int32
+	// refs counts the session's goroutines and its pending watches; the last
+	// one to go closes everything.
+	refs atomic.Int32
+
+	// Under mu: sockets waited for by the Server's watcher (no goroutine
+	// reads them until they become readable), and the idle timer that stands
+	// in for the read deadlines meanwhile.
+	watches [2]uint64
+	timer   *time.Timer
+
+	have int // bytes of x.small read before the client goroutine started
 
 	lastActive atomic.Int64 // monotime of the last byte read from either side
 
@@ -119,11 +132,186 @@ func (s *Server) serveTCP(c *trackedConn, tc *tls.Conn, st *tls.ConnectionState)
 	} else {
 		x.handoff = make(chan struct{})
 	}
-	x.refs.Store(2)
-	s.wg.Add(1)
-	go x.backendLoop()
-	x.clientLoop()
+	x.refs.Store(1) // this goroutine
+	s.mu.Lock()
+	c.abort = x.abort
+	s.mu.Unlock()
+
+	// The goroutines that read each side start when that side has something
+	// to say; meanwhile the Server's watcher waits for the socket. They start
+	// fresh, too: this goroutine's stack was grown by the handshake's crypto.
+	if !x.pollClient() {
+		x.refs.Add(1)
+		x.goClient()
+	}
+	// Dial here, concurrently with the client goroutine (which serves
+	// evidence without a backend, and waits for the dial before forwarding).
+	if !x.dial() {
+		x.dialFailed()
+		x.release()
+		return
+	}
+	if x.backRaw == nil || !x.park(sideBackend) {
+		x.refs.Add(1)
+		x.goBackend()
+	}
 	x.release()
+}
+
+const (
+	sideClient = iota
+	sideBackend
+)
+
+// pollClient hands the client socket to the watcher unless the handshake left
+// application data buffered in crypto/tls, which a readable socket would not
+// announce. A read with an expired deadline returns what is buffered without
+// touching the socket.
+func (x *tcpSession) pollClient() bool {
+	if x.s.watch == nil || x.client.raw == nil {
+		return false
+	}
+	x.client.SetReadDeadline(time.Unix(1, 0))
+	n, err := x.tc.Read(x.small[:])
+	x.client.SetReadDeadline(time.Now().Add(x.s.cfg.ClientTimeout))
+	if n > 0 || !isTimeout(err) {
+		x.have = n
+		return false
+	}
+	return x.park(sideClient)
+}
+
+// park registers a socket with the watcher; fired starts its goroutine. It
+// reports false when the watcher cannot take it (start the goroutine now).
+func (x *tcpSession) park(side int) bool {
+	if x.s.watch == nil {
+		return false
+	}
+	rc := x.backRaw
+	if side == sideClient {
+		rc = x.client.raw.rc
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.aborted {
+		return true
+	}
+	x.refs.Add(1)
+	id, err := x.s.watch.add(rc, func() { x.fired(side) })
+	if err != nil {
+		x.refs.Add(-1)
+		x.s.log.Debug("watching socket failed, using a goroutine", "err", err)
+		return false
+	}
+	x.watches[side] = id
+	x.armTimerLocked()
+	return true
+}
+
+// fired runs on the watcher's goroutine when a parked socket is readable: the
+// watch's reference passes to the goroutine started for that side.
+func (x *tcpSession) fired(side int) {
+	x.mu.Lock()
+	if x.aborted || x.watches[side] == 0 {
+		x.mu.Unlock()
+		x.refs.Add(-1) // abort has closed everything already
+		return
+	}
+	x.watches[side] = 0
+	if x.watches[sideClient] == 0 && x.watches[sideBackend] == 0 && x.timer != nil {
+		x.timer.Stop()
+	}
+	// Start while still holding mu: abort cannot have closed the client
+	// connection, whose registration keeps the WaitGroup above zero.
+	x.touch()
+	if side == sideClient {
+		x.goClient()
+	} else {
+		x.goBackend()
+	}
+	x.mu.Unlock()
+}
+
+// goClient and goBackend start a side's goroutine; the caller has taken the
+// reference it releases.
+func (x *tcpSession) goClient() {
+	x.s.wg.Add(1)
+	go func() {
+		defer x.s.wg.Done()
+		defer x.release()
+		x.clientLoop()
+	}()
+}
+
+func (x *tcpSession) goBackend() {
+	x.s.wg.Add(1)
+	go func() {
+		defer x.s.wg.Done()
+		defer x.release()
+		x.backendLoop()
+	}()
+}
+
+// parkTimeout is how long a session whose sockets are all with the watcher may
+// stay idle: what the read deadlines would have allowed.
+func (x *tcpSession) parkTimeout() time.Duration {
+	if x.noBack.Load() {
+		return x.s.cfg.HeaderTimeout
+	}
+	return min(x.s.cfg.ClientTimeout, x.s.cfg.ServerTimeout)
+}
+
+func (x *tcpSession) armTimerLocked() {
+	d := x.parkTimeout() - time.Duration(monotime()-x.lastActive.Load())
+	if x.timer == nil {
+		x.timer = time.AfterFunc(d, x.idleCheck)
+	} else {
+		x.timer.Reset(d)
+	}
+}
+
+// idleCheck runs on the timer's goroutine.
+func (x *tcpSession) idleCheck() {
+	x.mu.Lock()
+	if x.aborted || x.watches[sideClient] == 0 && x.watches[sideBackend] == 0 {
+		x.mu.Unlock()
+		return
+	}
+	if idle := time.Duration(monotime() - x.lastActive.Load()); idle < x.parkTimeout() {
+		x.timer.Reset(x.parkTimeout() - idle)
+		x.mu.Unlock()
+		return
+	}
+	// Counted like the session's goroutines, so that Shutdown waits for the
+	// close below (legal here: the client connection is still registered).
+	x.s.wg.Add(1)
+	x.mu.Unlock()
+	defer x.s.wg.Done()
+	x.s.log.Debug("connection idle, closing", "remote", x.client.RemoteAddr().String())
+	x.closeClean()
+}
+
+// dialFailed ends the session, unless the client may still ask for evidence.
+func (x *tcpSession) dialFailed() {
+	select {
+	case <-x.closed:
+		return
+	default:
+	}
+	switch x.decision.Load() {
+	case decBackend:
+		x.closeClean()
+	case decUndecided:
+		// The client may still ask for evidence, which needs no backend;
+		// give it HeaderTimeout to say so.
+		x.touch()
+		x.client.SetReadDeadline(time.Now().Add(x.s.cfg.HeaderTimeout))
+		x.mu.Lock()
+		if x.watches[sideClient] != 0 {
+			x.armTimerLocked()
+		}
+		x.mu.Unlock()
+	}
 }
 
 // release ends one of the session's goroutines; the last one closes everything.
@@ -137,15 +325,28 @@ func (x *tcpSession) release() {
 // either side return.
 func (x *tcpSession) abort() {
 	x.stopOnce.Do(func() {
-		close(x.closed)
-		x.client.Close()
 		x.mu.Lock()
 		x.aborted = true
+		var dropped int32
+		for i, id := range x.watches {
+			if id != 0 && x.s.watch.cancel(id) {
+				dropped++
+			}
+			x.watches[i] = 0
+		}
+		if x.timer != nil {
+			x.timer.Stop()
+		}
 		back := x.back
 		x.mu.Unlock()
+		close(x.closed)
+		x.client.Close()
 		if back != nil {
 			back.Close()
 		}
+		// Watches that will never fire give back their references; the
+		// count may reach zero here, and there is nothing more to close.
+		x.refs.Add(-dropped)
 	})
 }
 
@@ -183,12 +384,16 @@ func (x *tcpSession) claimBackend() bool {
 // clientLoop is goroutine A: sniff for evidence if configured, then forward
 // client bytes to the backend.
 func (x *tcpSession) clientLoop() {
-	have := 0
+	have := x.have
 	if x.decision.Load() == decUndecided {
 		for {
-			n, err := x.readClient(x.small[have:])
-			have += n
-			if n > 0 {
+			var n int
+			var err error
+			if have == 0 || sniff(x.small[:have]) == sniffMore {
+				n, err = x.readClient(x.small[have:])
+				have += n
+			}
+			if have > 0 {
 				switch sniff(x.small[:have]) {
 				case sniffEvidence:
 					if x.decision.CompareAndSwap(decUndecided, decEvidence) {
@@ -269,6 +474,10 @@ func (x *tcpSession) clientDone(err error) {
 		x.abort()
 		return
 	}
+	x.clientEOF.Store(true)
+	if x.backEOF.Load() {
+		return // both sides are done: the close that follows says it all
+	}
 	if cw, ok := x.back.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	}
@@ -338,27 +547,10 @@ func (x *tcpSession) writeBackend(p []byte) error {
 	return err
 }
 
-// backendLoop is goroutine B: dial the backend at once, then forward what it
-// sends to the client. The first thing the backend sends (or its close) claims
-// the stream, so server-speaks-first protocols get their banner at once.
+// backendLoop is goroutine B: forward what the backend sends to the client.
+// The first thing the backend sends (or its close) claims the stream, so
+// server-speaks-first protocols get their banner at once.
 func (x *tcpSession) backendLoop() {
-	defer x.s.wg.Done()
-	defer x.release()
-	if !x.dial() {
-		select {
-		case <-x.closed:
-			return
-		default:
-		}
-		if x.decision.Load() == decBackend {
-			x.closeClean()
-		} else if x.decision.Load() == decUndecided {
-			// The client may still ask for evidence, which needs no backend;
-			// give it HeaderTimeout to say so.
-			x.client.SetReadDeadline(time.Now().Add(x.s.cfg.HeaderTimeout))
-		}
-		return
-	}
 	first := true
 	for {
 		buf, n, err := x.readBackend()
@@ -385,7 +577,11 @@ func (x *tcpSession) backendLoop() {
 		}
 		if err != nil {
 			if err == io.EOF {
-				x.closeClientWrite()
+				x.backEOF.Store(true)
+				x.tc.CloseWrite() // close_notify
+				if !x.clientEOF.Load() {
+					x.client.closeWrite()
+				}
 				return
 			}
 			select {

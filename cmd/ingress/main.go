@@ -102,7 +102,10 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		fmt.Fprintf(stderr, "ingress: error: %s\n", err)
 		return 2
 	}
-	ln, err := net.Listen("tcp", st.listen)
+	// TCP keep-alive finds clients that vanished (the client timeout is long),
+	// with one probe setting: two system calls per connection, not four.
+	lc := net.ListenConfig{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: time.Minute, Interval: -1, Count: -1}}
+	ln, err := lc.Listen(context.Background(), "tcp", st.listen)
 	if err != nil {
 		fmt.Fprintf(stderr, "ingress: error: listening on %s (--listen / PORT): %s\n", st.listen, err)
 		return 1

@@ -1,3 +1,5 @@
+//go:build linux
+
 package proxy
 
 import (
@@ -105,7 +107,7 @@ func (r *rawIO) Write(p []byte) (int, error) {
 
 func (r *rawIO) writeFn(fd uintptr) bool {
 	for r.wn < len(r.wp) {
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&r.wp[r.wn])), uintptr(len(r.wp)-r.wn))
+		n, e := rawWrite(fd, r.wp[r.wn:])
 		switch e {
 		case 0:
 			r.wn += int(n)
@@ -120,9 +122,17 @@ func (r *rawIO) writeFn(fd uintptr) bool {
 	return true
 }
 
-// rawRead is read(2) without the scheduler's syscall bookkeeping.
+// rawRead is recv(2) without the scheduler's syscall bookkeeping; recvfrom
+// and sendto skip the file layer that read and write go through.
 func rawRead(fd uintptr, p []byte) (int, syscall.Errno) {
-	n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0, 0, 0)
+	return int(n), e
+}
+
+// rawWrite is send(2); MSG_NOSIGNAL: a peer that went away is an EPIPE error,
+// not a signal.
+func rawWrite(fd uintptr, p []byte) (int, syscall.Errno) {
+	n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), syscall.MSG_NOSIGNAL|syscall.MSG_DONTWAIT, 0, 0)
 	return int(n), e
 }
 
