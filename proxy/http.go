@@ -69,8 +69,12 @@ func (s *Server) newHTTPFront() error {
 				pr.Out.Host = pr.In.Host // the app sees the domain the client asked for
 				pr.SetXForwarded()
 			},
-			Transport:     tr,
-			FlushInterval: -1, // streaming and server-sent events reach the client at once
+			Transport: tr,
+			// Zero: ReverseProxy flushes every write of server-sent events and
+			// of responses of unknown length (streams, gRPC); others go out
+			// whole. -1 would flush headers and body of every response
+			// separately, through a timer goroutine.
+			FlushInterval: 0,
 			BufferPool:    pool,
 			ErrorLog:      errorLog,
 			ErrorHandler:  f.backendError,
@@ -101,7 +105,7 @@ func (f *httpFront) newTransport() *http.Transport {
 	cfg := &f.s.cfg
 	t := &http.Transport{
 		Proxy:                 nil, // never an environment proxy: the backends are local
-		DialContext:           f.s.dialer.DialContext,
+		DialContext:           f.dialBackend,
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       90 * time.Second,
@@ -115,6 +119,28 @@ func (f *httpFront) newTransport() *http.Transport {
 	f.transports = append(f.transports, t)
 	return t
 }
+
+// dialBackend dials for the transports; plain TCP connections do their I/O
+// through rawIO (see there).
+func (f *httpFront) dialBackend(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := f.s.dialer.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	if r := newRawIO(c); r != nil {
+		return &rawConn{Conn: c, r: r}, nil
+	}
+	return c, nil
+}
+
+// rawConn is a net.Conn whose reads and writes go through rawIO.
+type rawConn struct {
+	net.Conn
+	r *rawIO
+}
+
+func (c *rawConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
+func (c *rawConn) Write(p []byte) (int, error) { return c.r.Write(p) }
 
 // backendTLSConfig is the client configuration for https targets; an empty
 // target leaves ServerName to the transport.

@@ -15,9 +15,11 @@ import (
 
 const (
 	// smallBufSize is what a tcp-mode connection reads the client into until
-	// traffic needs more: it holds a typical request (and the evidence sniff)
-	// without taking a pooled buffer, so idle connections stay small.
-	smallBufSize = 512
+	// traffic needs more: it holds a typical request, a batch of HTTP/2
+	// frames and the evidence sniff without taking a pooled buffer. It is
+	// allocated when the client first sends, so a connection that never does
+	// costs nothing for it.
+	smallBufSize = 2048
 	// bufSize is one full TLS record of plaintext.
 	bufSize = 16 << 10
 	// backBufSize is what one read from a backend takes: four records, sent to
@@ -102,7 +104,7 @@ type tcpSession struct {
 	rn      int
 	rerr    error
 
-	small [smallBufSize]byte
+	small []byte // smallBufSize; the client goroutine's, allocated when it starts
 }
 
 func (s *Server) serveTCP(c *trackedConn, tc *tls.Conn, st *tls.ConnectionState) {
@@ -172,12 +174,14 @@ func (x *tcpSession) pollClient() bool {
 		return false
 	}
 	x.client.SetReadDeadline(time.Unix(1, 0))
-	n, err := x.tc.Read(x.small[:])
+	x.small = make([]byte, smallBufSize)
+	n, err := x.tc.Read(x.small)
 	x.client.SetReadDeadline(time.Now().Add(x.s.cfg.ClientTimeout))
 	if n > 0 || !isTimeout(err) {
 		x.have = n
 		return false
 	}
+	x.small = nil
 	return x.park(sideClient)
 }
 
@@ -384,6 +388,9 @@ func (x *tcpSession) claimBackend() bool {
 // clientLoop is goroutine A: sniff for evidence if configured, then forward
 // client bytes to the backend.
 func (x *tcpSession) clientLoop() {
+	if x.small == nil {
+		x.small = make([]byte, smallBufSize)
+	}
 	have := x.have
 	if x.decision.Load() == decUndecided {
 		for {
@@ -436,7 +443,7 @@ func (x *tcpSession) clientPump(pending []byte) {
 		}
 	}()
 	for {
-		p := x.small[:]
+		p := x.small
 		if big != nil {
 			p = *big
 		}
