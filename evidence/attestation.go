@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net/http"
 	"strconv"
 	"sync"
@@ -53,11 +52,10 @@ type AttestationConfig struct {
 // quoted once and then cached (the certificate does not change during the
 // process); answers with a nonce are quoted fresh and rate-limited.
 type AttestationHandler struct {
-	quoter  Quoter
-	fp      [32]byte
-	limiter *rate.Limiter
-	timeout time.Duration
-	log     *slog.Logger
+	quoter Quoter
+	fp     [32]byte
+	live   liveQuotes
+	log    *slog.Logger
 
 	mu     sync.Mutex
 	cached []byte
@@ -73,21 +71,11 @@ func NewAttestationHandler(cfg AttestationConfig) (*AttestationHandler, error) {
 	if len(cfg.CertDER) == 0 {
 		return nil, errors.New("attestation handler: CertDER is required")
 	}
-	if cfg.Rate < 0 || cfg.Burst < 0 || cfg.Timeout < 0 {
-		return nil, errors.New("attestation handler: Rate, Burst and Timeout must not be negative")
+	live, err := newLiveQuotes(cfg.Rate, cfg.Burst, cfg.Timeout)
+	if err != nil {
+		return nil, fmt.Errorf("attestation handler: %w", err)
 	}
-	h := &AttestationHandler{quoter: cfg.Quoter, fp: sha256.Sum256(cfg.CertDER), timeout: cfg.Timeout, log: cfg.Logger}
-	r, burst := cfg.Rate, cfg.Burst
-	if r == 0 {
-		r = 2
-	}
-	if burst == 0 {
-		burst = 4
-	}
-	h.limiter = rate.NewLimiter(r, burst)
-	if h.timeout == 0 {
-		h.timeout = 10 * time.Second
-	}
+	h := &AttestationHandler{quoter: cfg.Quoter, fp: sha256.Sum256(cfg.CertDER), live: live, log: cfg.Logger}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -115,11 +103,7 @@ func (h *AttestationHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		res := h.limiter.Reserve()
-		if d := res.Delay(); d > 0 {
-			res.Cancel()
-			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(d.Seconds()))))
-			http.Error(w, "too many attestations with a nonce; retry later", http.StatusTooManyRequests)
+		if !h.live.admit(w, "attestations with a nonce") {
 			return
 		}
 		if body, err = h.attest(r.Context(), nonce); err != nil {
@@ -161,7 +145,7 @@ func (h *AttestationHandler) cachedAttestation(ctx context.Context) ([]byte, err
 }
 
 func (h *AttestationHandler) attest(ctx context.Context, nonce [32]byte) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, h.timeout)
+	ctx, cancel := context.WithTimeout(ctx, h.live.timeout)
 	defer cancel()
 	rd := BundleReportData(h.fp, nonce)
 	q, err := checkedQuote(ctx, h.quoter, rd)

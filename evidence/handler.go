@@ -55,11 +55,10 @@ type HandlerConfig struct {
 // mount-agnostic: it looks only at paths /evidences, /evidences/ and
 // /evidences/<name>, and answers 404 for anything else.
 type Handler struct {
-	src     BundleSource
-	quoter  Quoter
-	limiter *rate.Limiter
-	timeout time.Duration
-	log     *slog.Logger
+	src    BundleSource
+	quoter Quoter
+	live   liveQuotes
+	log    *slog.Logger
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -69,21 +68,11 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	if cfg.Source == nil {
 		return nil, errors.New("evidence handler: Source is required")
 	}
-	if cfg.LiveQuoteRate < 0 || cfg.LiveQuoteBurst < 0 || cfg.LiveQuoteTimeout < 0 {
-		return nil, errors.New("evidence handler: LiveQuoteRate, LiveQuoteBurst and LiveQuoteTimeout must not be negative")
+	live, err := newLiveQuotes(cfg.LiveQuoteRate, cfg.LiveQuoteBurst, cfg.LiveQuoteTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("evidence handler: %w", err)
 	}
-	h := &Handler{src: cfg.Source, quoter: cfg.Quoter, timeout: cfg.LiveQuoteTimeout, log: cfg.Logger}
-	r, burst := cfg.LiveQuoteRate, cfg.LiveQuoteBurst
-	if r == 0 {
-		r = 2
-	}
-	if burst == 0 {
-		burst = 4
-	}
-	h.limiter = rate.NewLimiter(r, burst)
-	if h.timeout == 0 {
-		h.timeout = 10 * time.Second
-	}
+	h := &Handler{src: cfg.Source, quoter: cfg.Quoter, live: live, log: cfg.Logger}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -319,14 +308,10 @@ func (h *Handler) serveLiveQuote(w http.ResponseWriter, r *http.Request, b *Bund
 		http.Error(w, "live quotes are not available here; fetch quote.json without a nonce", http.StatusNotImplemented)
 		return
 	}
-	res := h.limiter.Reserve()
-	if d := res.Delay(); d > 0 {
-		res.Cancel()
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(d.Seconds()))))
-		http.Error(w, "too many live quotes; retry later", http.StatusTooManyRequests)
+	if !h.live.admit(w, "live quotes") {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
+	ctx, cancel := context.WithTimeout(r.Context(), h.live.timeout)
 	defer cancel()
 	q, err := checkedQuote(ctx, h.quoter, BundleReportData(b.SumsDigest(), nonce))
 	if err != nil {

@@ -188,7 +188,7 @@ func signatureCheck(tq *TDQuote, opts VerifyOptions) Check {
 	pool.AddCert(IntelRootCA())
 	roots := "Intel SGX Root CA"
 	if opts.TrustedRootsPEM != nil {
-		certs, err := parseCertsPEM(opts.TrustedRootsPEM)
+		certs, err := ParseCertsPEM(opts.TrustedRootsPEM)
 		if err != nil {
 			c.Status, c.Detail = Fail, "extra TDX root: "+err.Error()
 			c.Hint = "pass a PEM file of CERTIFICATE blocks as the TDX root (--tdx-root)"
@@ -361,8 +361,9 @@ func normHex(s string) string {
 	return strings.TrimPrefix(s, "0x")
 }
 
-// parseCertsPEM reads every CERTIFICATE block of b.
-func parseCertsPEM(b []byte) ([]*x509.Certificate, error) {
+// ParseCertsPEM reads every CERTIFICATE block of b (other blocks are
+// ignored); there must be at least one.
+func ParseCertsPEM(b []byte) ([]*x509.Certificate, error) {
 	var out []*x509.Certificate
 	for {
 		var blk *pem.Block
@@ -375,7 +376,7 @@ func parseCertsPEM(b []byte) ([]*x509.Certificate, error) {
 		}
 		c, err := x509.ParseCertificate(blk.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("parsing certificate: %w", err)
+			return nil, fmt.Errorf("parsing certificate %d: %w", len(out)+1, err)
 		}
 		out = append(out, c)
 	}

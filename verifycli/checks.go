@@ -1,9 +1,6 @@
 package main
 
 import (
-	"crypto/x509"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -103,29 +100,4 @@ func failedOf(cs []checkT) string {
 		return ""
 	}
 	return fmt.Sprintf("failed: %s (%s)", strings.Join(names, ", "), first)
-}
-
-// parseCertsPEM reads every CERTIFICATE block of b; other blocks are
-// ignored, and there must be at least one certificate.
-func parseCertsPEM(b []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("parsing certificate %d: %w", len(out)+1, err)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no PEM CERTIFICATE block")
-	}
-	return out, nil
 }

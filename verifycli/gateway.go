@@ -310,7 +310,7 @@ func activeCertCheck(ai *acmeInfo, served *x509.Certificate) checkT {
 		c.Status, c.Detail = skip, "acme-info has no active_cert"
 		return c
 	}
-	certs, err := parseCertsPEM([]byte(ai.ActiveCert))
+	certs, err := evidence.ParseCertsPEM([]byte(ai.ActiveCert))
 	if err != nil {
 		c.Status, c.Detail = fail, "active_cert: "+err.Error()
 		c.Hint = "active_cert must be the served certificate chain in PEM"

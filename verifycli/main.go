@@ -336,7 +336,7 @@ func (o *options) load() error {
 		if err != nil {
 			return &cliError{err: fmt.Errorf("reading --tdx-root: %w", err), hint: "give a PEM file with the TDX root CA certificate"}
 		}
-		if _, err := parseCertsPEM(b); err != nil {
+		if _, err := evidence.ParseCertsPEM(b); err != nil {
 			return &cliError{err: fmt.Errorf("--tdx-root %s: %w", o.tdxRootFile, err), hint: "give a PEM file with the TDX root CA certificate"}
 		}
 		o.tdxRoot = b
@@ -346,7 +346,7 @@ func (o *options) load() error {
 		if err != nil {
 			return &cliError{err: fmt.Errorf("reading --ca-file: %w", err), hint: "give a PEM file of CA certificates"}
 		}
-		if o.extraRoots, err = parseCertsPEM(b); err != nil {
+		if o.extraRoots, err = evidence.ParseCertsPEM(b); err != nil {
 			return &cliError{err: fmt.Errorf("--ca-file %s: %w", o.caFile, err), hint: "give a PEM file of CA certificates"}
 		}
 	}
