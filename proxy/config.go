@@ -106,13 +106,14 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// ConnectTimeout bounds dialling a backend. Zero: DefaultConnectTimeout.
 	ConnectTimeout time.Duration
-	// ClientTimeout closes a connection on which nothing was received from the
-	// client nor sent to it for this long (tcp mode: no byte moved in either
-	// direction; http mode: the keep-alive idle time). Zero: DefaultClientTimeout.
+	// ClientTimeout is how long a connection may sit idle. tcp mode closes a
+	// connection (cleanly: close_notify, then FIN) once no byte moved in either
+	// direction for the smaller of ClientTimeout and ServerTimeout; http mode
+	// uses it as the keep-alive idle time. Zero: DefaultClientTimeout.
 	ClientTimeout time.Duration
-	// ServerTimeout bounds waiting for the backend: tcp mode closes a connection
-	// on which neither side moved a byte for this long; http mode answers 502 when
-	// the backend's response headers take longer. Zero: DefaultServerTimeout.
+	// ServerTimeout bounds waiting for the backend: in tcp mode see
+	// ClientTimeout; http mode answers 502 when the backend's response headers
+	// take longer. Zero: DefaultServerTimeout.
 	ServerTimeout time.Duration
 	// HeaderTimeout bounds reading the headers of an HTTP request (http mode, and
 	// evidence requests in tcp mode). Zero: DefaultHeaderTimeout.

@@ -22,6 +22,20 @@
 //     gRPC to h2c backends, X-Forwarded-For/-Proto/-Host set by us.
 //
 // Both modes route by server name (ROUTING_MAP: exact and one-label wildcard
-// keys, then the default target), bound the number of connections and every
-// phase of a connection with timeouts, and drain gracefully on Shutdown.
+// keys, then the default target; http mode by Host), bound the number of
+// connections and every phase of a connection with timeouts, and drain
+// gracefully on Shutdown.
+//
+// Limits of tcp mode, by design: once a connection has been handed to the
+// backend it stays there (an evidence request later on the same keep-alive
+// connection reaches the backend); a client that sends a strict prefix of an
+// evidence request line, such as "GET /ev", and then waits for the server
+// before sending more, waits until the backend speaks or a timeout ends it.
+//
+// Cost, in tcp mode on Linux: a connection whose client and backend are both
+// silent holds no goroutine (an epoll watcher waits for its sockets) and no
+// buffer; bytes are moved with pooled buffers, several TLS records go out in one
+// write, and sockets are read and written with raw non-blocking system calls,
+// which keeps the scheduler from handing the processor between threads on
+// every write when the proxy has one CPU.
 package proxy

@@ -104,7 +104,7 @@ type tcpSession struct {
 	rn      int
 	rerr    error
 
-	small []byte // smallBufSize; the client goroutine's, allocated when it starts
+	small []byte // at least smallBufSize; the client goroutine's, allocated when it starts
 }
 
 func (s *Server) serveTCP(c *trackedConn, tc *tls.Conn, st *tls.ConnectionState) {
@@ -173,15 +173,16 @@ func (x *tcpSession) pollClient() bool {
 	if x.s.watch == nil || x.client.raw == nil {
 		return false
 	}
+	probe := getBuf()
+	defer putBuf(probe)
 	x.client.SetReadDeadline(time.Unix(1, 0))
-	x.small = make([]byte, smallBufSize)
-	n, err := x.tc.Read(x.small)
+	n, err := x.tc.Read(*probe)
 	x.client.SetReadDeadline(time.Now().Add(x.s.cfg.ClientTimeout))
 	if n > 0 || !isTimeout(err) {
-		x.have = n
+		x.small = make([]byte, max(smallBufSize, n))
+		x.have = copy(x.small, (*probe)[:n])
 		return false
 	}
-	x.small = nil
 	return x.park(sideClient)
 }
 
