@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -263,5 +265,34 @@ func TestALPNOffered(t *testing.T) {
 			t.Errorf("TLS version %x", c.ConnectionState().Version)
 		}
 		c.Close()
+	}
+}
+
+func TestHTTPModeHTTPSBackend(t *testing.T) {
+	checkGoroutines(t)
+	f := newFixture(t)
+	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "tls backend %s %s %s", r.Proto, r.Host, r.URL.Path)
+	}))
+	be.EnableHTTP2 = true
+	be.StartTLS()
+	t.Cleanup(be.Close)
+	roots := x509.NewCertPool()
+	roots.AddCert(be.Certificate())
+	_, addr := startProxy(t, Config{
+		Certs:      f.store,
+		Mode:       ModeHTTP,
+		Default:    Target{Scheme: SchemeHTTPS, Addr: strings.TrimPrefix(be.URL, "https://")},
+		BackendTLS: &tls.Config{RootCAs: roots, ServerName: "example.com"},
+	})
+	hc := f.httpClient(addr, true)
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get("https://app.test/x")
+	mustf(t, err, "GET")
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	// HTTP/2 to the backend as well (ALPN over the backend TLS).
+	if string(body) != "tls backend HTTP/2.0 app.test /x" {
+		t.Fatalf("got %q", body)
 	}
 }
