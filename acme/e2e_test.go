@@ -518,11 +518,57 @@ func BenchmarkIssuance(b *testing.B) {
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		m.mu.Lock()
+		m.op.Lock()
 		_, err := m.obtainLocked(context.Background(), []string{"app.example.test"}, nil)
-		m.mu.Unlock()
+		m.op.Unlock()
 		if err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestReadersDoNotWaitForIssuance: metrics and readiness read Current and
+// StatusOf while an order is stuck on a hanging DNS API.
+func TestReadersDoNotWaitForIssuance(t *testing.T) {
+	w := newWorld(t)
+	m := w.manager(t, w.config(t, t.TempDir()))
+	if _, err := m.Account(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var writes atomic.Int32
+	w.cf.SetFault(func(r *http.Request) cfemu.Fault {
+		if r.Method == http.MethodGet {
+			return cfemu.Fault{}
+		}
+		writes.Add(1)
+		return cfemu.Fault{Hang: true}
+	})
+	domains := []string{"app.example.test"}
+	done := make(chan error, 1)
+	go func() { _, err := m.Ensure(context.Background(), domains); done <- err }()
+	deadline := time.After(10 * time.Second)
+	for writes.Load() == 0 {
+		select {
+		case <-deadline:
+			t.Fatal("the order never reached the DNS API")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	read := make(chan struct{})
+	go func() {
+		_ = m.StatusOf(domains)
+		_ = m.Current(domains)
+		_ = m.AccountURI()
+		close(read)
+	}()
+	select {
+	case <-read:
+	case err := <-done:
+		t.Fatalf("issuance ended (%v) before the readers were checked", err)
+	case <-time.After(time.Second):
+		t.Fatal("StatusOf/Current/AccountURI blocked behind an issuance in progress")
+	}
+	if err := <-done; err == nil {
+		t.Fatal("issuance through a hanging DNS API succeeded")
 	}
 }

@@ -137,13 +137,22 @@ type Manager struct {
 	log *slog.Logger
 	now func() time.Time
 
-	mu      sync.Mutex // guards the fields below and serialises ACME work
-	client  *lego.Client
-	user    *user
-	dir     directoryMeta
-	certs   map[string]*Certificate // by setFileName
-	status  map[string]*Status
 	stateAt string // StateDir/tee-ingress/<CA>
+
+	// op serialises ACME work (account setup, orders, ARI lookups) and is
+	// held across network calls; methods named ...Locked need it. The
+	// fields below it are written only under op.
+	op     sync.Mutex
+	client *lego.Client
+	user   *user
+	dir    directoryMeta
+
+	// mu guards what readers (the proxy, metrics, readiness) look at, so
+	// they never wait for a network call.
+	mu         sync.Mutex
+	certs      map[string]*Certificate // by setFileName
+	status     map[string]*Status
+	accountURI string
 }
 
 // Status is the renewal state of one domain set, for logs and metrics.
@@ -257,8 +266,8 @@ type directoryMeta struct {
 // Account registers the account, or finds the existing one for the key, and
 // returns its public registration. Later calls return the cached result.
 func (m *Manager) Account(ctx context.Context) (*registration.Resource, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.op.Lock()
+	defer m.op.Unlock()
 	if err := m.setupLocked(ctx); err != nil {
 		return nil, err
 	}
@@ -270,10 +279,7 @@ func (m *Manager) Account(ctx context.Context) (*registration.Resource, error) {
 func (m *Manager) AccountURI() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.user == nil || m.user.reg == nil {
-		return ""
-	}
-	return m.user.reg.URI
+	return m.accountURI
 }
 
 // AccountJSON is the public acme-account.json: lego's registration resource,
@@ -374,6 +380,9 @@ func (m *Manager) setupLocked(ctx context.Context) error {
 		return fmt.Errorf("acme: storing account (check STATE_DIR): %w", err)
 	}
 	m.client, m.user = client, u
+	m.mu.Lock()
+	m.accountURI = reg.URI
+	m.mu.Unlock()
 	return nil
 }
 
@@ -409,8 +418,8 @@ func (m *Manager) fetchDirectoryLocked(ctx context.Context) error {
 
 // CAAIssuer is the issuer domain CAA records must name for this CA.
 func (m *Manager) CAAIssuer() (string, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.op.Lock()
+	defer m.op.Unlock()
 	return m.caaIssuerLocked()
 }
 
@@ -441,17 +450,15 @@ func (m *Manager) Ensure(ctx context.Context, domains []string) (*Certificate, e
 			}
 		}
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	name := setFileName(domains)
-	if c := m.certs[name]; c != nil && slices.Equal(c.Domains, domains) && m.now().Before(c.Leaf.NotAfter) {
+	m.op.Lock()
+	defer m.op.Unlock()
+	if c := m.Current(domains); c != nil && slices.Equal(c.Domains, domains) && m.now().Before(c.Leaf.NotAfter) {
 		return c, nil
 	}
-	c, err := m.loadLocked(domains)
+	c, err := m.load(domains)
 	switch {
 	case err == nil && m.now().Before(c.Leaf.NotAfter):
-		m.certs[name] = c
-		m.statusLocked(domains).NotAfter = c.Leaf.NotAfter
+		m.put(domains, c, false)
 		m.log.Info("using stored certificate", "domain", domains[0], "not_after", c.Leaf.NotAfter)
 		return c, nil
 	case err == nil:
@@ -474,24 +481,41 @@ func (m *Manager) Current(domains []string) *Certificate {
 
 // StatusOf returns a copy of the renewal state of domains.
 func (m *Manager) StatusOf(domains []string) Status {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return *m.statusLocked(domains)
+	var st Status
+	m.updateStatus(domains, func(s *Status) { st = *s })
+	return st
 }
 
-func (m *Manager) statusLocked(domains []string) *Status {
+// updateStatus runs f on the status of domains under mu.
+func (m *Manager) updateStatus(domains []string, f func(*Status)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	name := setFileName(domains)
 	s := m.status[name]
 	if s == nil {
 		s = &Status{Domains: slices.Clone(domains)}
 		m.status[name] = s
 	}
-	return s
+	f(s)
+}
+
+// put makes c the certificate held for domains; renewed counts an issuance.
+func (m *Manager) put(domains []string, c *Certificate, renewed bool) {
+	m.mu.Lock()
+	m.certs[setFileName(domains)] = c
+	m.mu.Unlock()
+	m.updateStatus(domains, func(s *Status) {
+		s.NotAfter = c.Leaf.NotAfter
+		if renewed {
+			s.LastRenewed = m.now()
+			s.RenewalCount++
+		}
+	})
 }
 
 var errStoredMismatch = errors.New("stored certificate does not match")
 
-func (m *Manager) loadLocked(domains []string) (*Certificate, error) {
+func (m *Manager) load(domains []string) (*Certificate, error) {
 	path := filepath.Join(m.stateAt, "certs", setFileName(domains))
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -585,10 +609,7 @@ func (m *Manager) obtainLocked(ctx context.Context, domains []string, replacing 
 	if err := writeFileAtomic(filepath.Join(dir, setFileName(domains)), data, 0o600); err != nil {
 		return nil, fmt.Errorf("acme: storing certificate for %s (check STATE_DIR): %w", domains[0], err)
 	}
-	m.certs[setFileName(domains)] = c
-	s := m.statusLocked(domains)
-	s.NotAfter, s.LastRenewed = c.Leaf.NotAfter, m.now()
-	s.RenewalCount++
+	m.put(domains, c, true)
 	m.log.Info("obtained certificate", "domain", domains[0], "names", strings.Join(domains, ","),
 		"serial", c.Leaf.SerialNumber.Text(16), "not_after", c.Leaf.NotAfter, "took", m.now().Sub(start).Round(time.Millisecond),
 		"replaces", req.ReplacesCertID)

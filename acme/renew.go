@@ -34,8 +34,8 @@ func (d Decision) Due(now time.Time) bool { return !now.Before(d.At) }
 // configured, else the CA's ARI window when the CA offers ARI, else when a third
 // of the lifetime is left. An ARI failure falls back to the lifetime rule.
 func (m *Manager) Decide(ctx context.Context, c *Certificate) (Decision, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.op.Lock()
+	defer m.op.Unlock()
 	return m.decideLocked(ctx, c)
 }
 
@@ -77,9 +77,9 @@ func (m *Manager) decideLocked(ctx context.Context, c *Certificate) (Decision, e
 // certificate keeps being served whatever happens. It returns the
 // certificate now held, whether it is new, and when to look again.
 func (m *Manager) RenewIfDue(ctx context.Context, domains []string) (c *Certificate, renewed bool, next time.Time, err error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	cur := m.certs[setFileName(domains)]
+	m.op.Lock()
+	defer m.op.Unlock()
+	cur := m.Current(domains)
 	if cur == nil {
 		return nil, false, time.Time{}, fmt.Errorf("acme: %s: no certificate held; call Ensure first", domains[0])
 	}
@@ -93,7 +93,7 @@ func (m *Manager) RenewIfDue(ctx context.Context, domains []string) (c *Certific
 		if d.Recheck.Before(next) {
 			next = d.Recheck
 		}
-		m.statusLocked(domains).NextCheck = next
+		m.updateStatus(domains, func(s *Status) { s.NextCheck = next })
 		return cur, false, next, nil
 	}
 	m.log.Info("renewing certificate", "domain", domains[0], "reason", d.Reason, "not_after", cur.Leaf.NotAfter)
@@ -141,8 +141,6 @@ func (m *Manager) runSet(ctx context.Context, domains []string) {
 		} else {
 			_, _, next, err = m.RenewIfDue(ctx, domains)
 		}
-		m.mu.Lock()
-		st := m.statusLocked(domains)
 		if err != nil {
 			failures++
 			var retryAfter time.Duration
@@ -152,15 +150,17 @@ func (m *Manager) runSet(ctx context.Context, domains []string) {
 			}
 			wait := m.backoff(failures, retryAfter)
 			next = m.now().Add(wait)
-			st.Failures, st.LastError, st.RateLimited = failures, err.Error(), IsRateLimited(err)
+			m.updateStatus(domains, func(st *Status) {
+				st.Failures, st.LastError, st.RateLimited, st.NextCheck = failures, err.Error(), IsRateLimited(err), next
+			})
 			m.log.Error("certificate attempt failed; current certificate stays in use", "domain", domains[0],
 				"failures", failures, "retry_in", wait.Round(time.Second), "error", err)
 		} else {
 			failures = 0
-			st.Failures, st.LastError, st.RateLimited = 0, "", false
+			m.updateStatus(domains, func(st *Status) {
+				st.Failures, st.LastError, st.RateLimited, st.NextCheck = 0, "", false, next
+			})
 		}
-		st.NextCheck = next
-		m.mu.Unlock()
 		t := time.NewTimer(max(next.Sub(m.now()), 0))
 		select {
 		case <-ctx.Done():
