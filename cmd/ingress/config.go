@@ -1,0 +1,916 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/mail"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tee-ingress/tee-ingress/acme"
+	"github.com/tee-ingress/tee-ingress/dnscaa"
+	"github.com/tee-ingress/tee-ingress/proxy"
+)
+
+// Certificate sources (CERT_SOURCE).
+const (
+	sourceACME       = "acme"
+	sourceStatic     = "static"
+	sourceSelfSigned = "self-signed"
+)
+
+// Account key sources (ACME_ACCOUNT_KEY).
+const (
+	keyAuto = "auto"
+	keyKMS  = "kms"
+	keyFile = "file"
+)
+
+// Config is every setting of the daemon, resolved from flags over environment
+// variables over defaults and validated. Zero values are what the defaults
+// documented in the usage text become; parseConfig never returns a Config
+// that fails validation.
+type Config struct {
+	// Dev is --dev: everything local, no TEE (dev.go). Only DevArgs is set
+	// then: the flags given besides --dev, which dev.go parses again over
+	// its own environment.
+	Dev     bool
+	DevArgs []string
+
+	// CertSource is acme, static or self-signed.
+	CertSource string
+	// Domains are DOMAIN then DOMAINS, lowercase, without duplicates. Empty
+	// only with the static and self-signed sources.
+	Domains []string
+	// Primary is Domains[0]: its chain is cert.pem in the evidence, and its
+	// certificate goes to clients sending no or an unknown server name.
+	Primary string
+
+	// Listen is the listen address; Port its port (0 when --listen asks for
+	// any port: the port actually bound is published then).
+	Listen string
+	Port   int
+	// Mode, Default, Routes, ALPN, ProxyProtocol, MaxConns and the timeouts
+	// are handed to package proxy as they are.
+	Mode           proxy.Mode
+	Default        proxy.Target
+	Routes         []proxy.Route
+	ALPN           []string
+	ProxyProtocol  bool
+	MaxConns       int
+	ConnectTimeout time.Duration
+	ClientTimeout  time.Duration
+	ServerTimeout  time.Duration
+	// DrainTimeout bounds how long open connections may finish after SIGTERM.
+	DrainTimeout time.Duration
+
+	// CertFile and KeyFile are the static source's PEM files; StaticCert is
+	// what they hold, loaded during validation.
+	CertFile, KeyFile string
+	StaticCert        *tls.Certificate
+
+	// Challenge is dns-01 or tls-alpn-01.
+	Challenge acme.ChallengeType
+	// Directory is the ACME directory URL.
+	Directory string
+	// Email is the optional ACME account contact ("" = none).
+	Email string
+	// EAB is the external account binding, nil when not configured.
+	EAB *acme.EAB
+	// AccountKey is auto, kms or file.
+	AccountKey string
+	// CARoots are extra roots trusted for the ACME server's HTTPS (nil: the
+	// system's only); CARootsFile is where they came from.
+	CARoots     *x509.CertPool
+	CARootsFile string
+	// RenewBefore is RENEW_DAYS_BEFORE; zero follows ARI or a third of the
+	// lifetime.
+	RenewBefore time.Duration
+	// StateDir holds the account, keys and certificates.
+	StateDir string
+
+	// GatewayDomain, TXTPrefix, SetCAA, DelegationZone and DNSZone shape the
+	// DNS records (package dnscaa). GatewayDomain "" plans no gateway
+	// records.
+	GatewayDomain  string
+	TXTPrefix      string
+	SetCAA         bool
+	DelegationZone string
+	DNSZone        string
+	// DNSResolvers ("host:port") answer lookups and propagation checks;
+	// empty: /etc/resolv.conf and the zone's authoritative servers.
+	DNSResolvers []string
+	// DNS is the DNS provider, nil when none is configured (allowed only
+	// with tls-alpn-01 and without SET_CAA); DNSProvider is its
+	// configuration, for the daemon to build it again with its logger.
+	DNS         *dnscaa.Client
+	DNSProvider dnscaa.ProviderConfig
+
+	// EvidenceDir is where the bundle is written ("" = memory only).
+	EvidenceDir string
+	// EvidenceServer serves /evidences/ on the TLS port.
+	EvidenceServer bool
+
+	// MetricsListen serves /metrics, /healthz and /readyz ("" = off).
+	MetricsListen string
+	// LogJSON selects JSON logs; LogLevel the least severe level logged.
+	LogJSON  bool
+	LogLevel string
+	// SimulatorEndpoint is DSTACK_SIMULATOR_ENDPOINT ("" = the real agent).
+	SimulatorEndpoint string
+}
+
+// option is one setting: a flag, an environment variable, or both.
+type option struct {
+	flag    string   // name without dashes; "" = environment only
+	env     string   // "" = flag only
+	aliases []string // older environment names, tried after env
+	def     string
+	arg     string // placeholder in the usage text; "" marks a boolean flag
+	help    string
+	secret  bool // value never printed
+}
+
+// options is the usage text's order. Grouped by the headings in groups.
+var groups = []struct {
+	title string
+	opts  []option
+}{
+	{"Domains and backends", []option{
+		{flag: "domain", env: "DOMAIN", arg: "NAME", help: "primary domain; *.example.com allowed with dns-01"},
+		{flag: "domains", env: "DOMAINS", arg: "LIST", help: "more domains, one per line or comma-separated; # starts a comment"},
+		{flag: "target", env: "TARGET_ENDPOINT", arg: "URL", help: "default backend host:port; http://, https://, grpc://, h2c://, tcp:// prefixes accepted"},
+		{flag: "routing-map", env: "ROUTING_MAP", arg: "MAP", help: "per-domain backends, domain=host:port per line or comma; *.example.com keys match one label"},
+		{flag: "listen", env: "PORT", def: ":443", arg: "ADDR", help: "listen address; PORT=n means :n"},
+		{flag: "mode", env: "PROXY_MODE", def: "tcp", arg: "MODE", help: "tcp (L4, any protocol) or http (L7: h1, h2, websockets, gRPC)"},
+		{flag: "alpn", env: "ALPN", arg: "LIST", help: "ALPN protocols offered, comma-separated (tcp mode: the backend must speak them)"},
+		{flag: "proxy-protocol", env: "PROXY_PROTOCOL", def: "false", help: "send a PROXY protocol v2 header to backends (tcp mode)"},
+		{flag: "maxconn", env: "MAXCONN", def: "4096", arg: "N", help: "most client connections open at once"},
+		{flag: "timeout-connect", env: "TIMEOUT_CONNECT", def: "10s", arg: "D", help: "backend dial timeout"},
+		{flag: "timeout-client", env: "TIMEOUT_CLIENT", def: "86400s", arg: "D", help: "client inactivity timeout"},
+		{flag: "timeout-server", env: "TIMEOUT_SERVER", def: "86400s", arg: "D", help: "backend inactivity timeout"},
+		{flag: "drain-timeout", env: "DRAIN_TIMEOUT", def: "10s", arg: "D", help: "on SIGTERM, how long open connections may finish"},
+	}},
+	{"Certificates", []option{
+		{flag: "cert-source", env: "CERT_SOURCE", def: "acme", arg: "SRC", help: "acme, static (--cert/--key) or self-signed (attested, GET /attestation)"},
+		{flag: "cert", env: "CERT_FILE", arg: "FILE", help: "static: certificate chain, PEM, leaf first"},
+		{flag: "key", env: "KEY_FILE", arg: "FILE", help: "static: private key, PEM"},
+		{flag: "challenge", env: "CHALLENGE_TYPE", def: "dns-01", arg: "TYPE", help: "dns-01 or tls-alpn-01 (answered on the listen port; no wildcards)"},
+		{flag: "acme-directory", env: "ACME_DIRECTORY", arg: "URL", help: "ACME directory (https); default Let's Encrypt production"},
+		{flag: "acme-staging", env: "ACME_STAGING", aliases: []string{"CERTBOT_STAGING"}, def: "false", help: "use Let's Encrypt staging (CERTBOT_STAGING also read)"},
+		{flag: "acme-email", env: "ACME_EMAIL", aliases: []string{"CERTBOT_EMAIL"}, arg: "ADDR", help: "optional account contact; it is published in acme-account.json (CERTBOT_EMAIL also read)"},
+		{env: "ACME_EAB_KID", arg: "KID", help: "external account binding key id, for CAs that need one"},
+		{env: "ACME_EAB_HMAC", arg: "KEY", help: "external account binding MAC key, base64url", secret: true},
+		{flag: "account-key", env: "ACME_ACCOUNT_KEY", def: "auto", arg: "SRC", help: "kms (derived from the dstack KMS: same account for every instance), file, or auto (kms when a guest agent is found)"},
+		{flag: "acme-ca-roots", env: "ACME_CA_ROOTS", arg: "FILE", help: "extra PEM roots trusted for the ACME server's HTTPS (a private CA)"},
+		{flag: "renew-days", env: "RENEW_DAYS_BEFORE", arg: "N", help: "renew N days before expiry; default: the CA's ARI window, else a third of the lifetime left"},
+		{flag: "state-dir", env: "STATE_DIR", def: "/etc/letsencrypt", arg: "DIR", help: "account, keys and certificates"},
+	}},
+	{"DNS", []option{
+		{flag: "gateway-domain", env: "GATEWAY_DOMAIN", arg: "NAME", help: "CNAME target of each domain, e.g. _.dstack-prod5.phala.network; also writes the routing TXT"},
+		{flag: "set-caa", env: "SET_CAA", def: "false", help: "write CAA records pinning issuance to this ACME account"},
+		{flag: "txt-prefix", env: "TXT_PREFIX", def: "_dstack-app-address", arg: "LABEL", help: "label of the gateway routing TXT record"},
+		{flag: "dns-provider", env: "DNS_PROVIDER", def: "auto", arg: "NAME", help: "cloudflare, route53, linode, namecheap, rfc2136; auto = the first whose credentials are set"},
+		{flag: "delegation-zone", env: "DELEGATION_ZONE", arg: "ZONE", help: "write every record into this zone instead (least-privilege token; the operator CNAMEs into it)"},
+		{flag: "dns-zone", env: "DNS_ZONE", arg: "ZONE", help: "the provider zone holding the records; default: found from the provider's zones"},
+		{flag: "dns-resolvers", env: "DNS_RESOLVERS", arg: "LIST", help: "DNS servers host:port for lookups and propagation checks; default: /etc/resolv.conf and the zone's authoritative servers"},
+	}},
+	{"Evidence", []option{
+		{flag: "evidence-dir", env: "EVIDENCE_DIR", def: "/evidences", arg: "DIR", help: "evidence files on disk (a volume shared with the app); empty: memory only"},
+		{flag: "evidence-server", env: "EVIDENCE_SERVER", def: "true", help: "serve /evidences/ on the TLS port"},
+	}},
+	{"Observability", []option{
+		{flag: "metrics-listen", env: "METRICS_LISTEN", arg: "ADDR", help: "serve Prometheus /metrics, /healthz and /readyz on this address"},
+		{flag: "log-format", env: "LOG_FORMAT", def: "text", arg: "FMT", help: "text or json"},
+		{flag: "log-level", env: "LOG_LEVEL", def: "info", arg: "LEVEL", help: "debug, info, warn or error"},
+	}},
+	{"Development and tests (never needed in production)", []option{
+		{flag: "dev", def: "false", help: "run everything locally: ACME CA, DNS, Cloudflare API, guest-agent simulator, demo backend; NOT A TEE"},
+		{env: "DSTACK_SIMULATOR_ENDPOINT", arg: "PATH", help: "use a dstack simulator's socket instead of the guest agent (logged loudly: NOT A TEE)"},
+		{env: "CLOUDFLARE_API_URL", arg: "URL", help: "send Cloudflare API calls to this base URL instead of https://api.cloudflare.com/client/v4"},
+		{env: "CLOUDFLARE_API_CA", arg: "FILE", help: "PEM roots trusted for CLOUDFLARE_API_URL"},
+	}},
+}
+
+// usageHead and usageTail frame the generated option list.
+const usageHead = `usage: ingress [flags]
+
+Obtains certificates for the app's domains (ACME DNS-01 or TLS-ALPN-01), writes
+the DNS records that route them through the dstack gateway and pin issuance to
+this TEE's ACME account, terminates TLS inside the TEE, forwards to the app, and
+publishes evidence (the certificates and a TDX quote binding them) at /evidences/.
+
+Every setting is a flag and an environment variable (in brackets; names as in
+dstack-ingress). A flag wins over its variable; a variable set to "" counts as
+unset. Durations: Go form (10s, 1m30s, 24h), HAProxy's d suffix (1d), or a bare
+number of seconds (86400).
+`
+
+const usageTail = `
+DNS provider credentials (environment only, never logged):
+%s
+Examples:
+  DOMAIN=app.example.com TARGET_ENDPOINT=app:80 GATEWAY_DOMAIN=_.dstack-prod5.phala.network \
+    SET_CAA=true CLOUDFLARE_API_TOKEN=... ingress
+  ingress --cert-source static --cert cert.pem --key key.pem --listen :8443 --target app:8080
+  ingress --cert-source self-signed --target app:8080
+  ingress --dev                      # local demo; prints the verifycli and curl commands
+
+Exit status: 0 after SIGTERM and a drain, 1 on a failure at run time, 2 on bad configuration.
+`
+
+func usageText() string {
+	var b strings.Builder
+	b.WriteString(usageHead)
+	for _, g := range groups {
+		fmt.Fprintf(&b, "\n%s:\n", g.title)
+		for _, o := range g.opts {
+			left := "  "
+			if o.flag != "" {
+				left += "--" + o.flag
+				if o.arg != "" {
+					left += " " + o.arg
+				}
+			} else {
+				left += o.env + "=" + o.arg
+			}
+			var meta []string
+			if o.flag != "" && o.env != "" {
+				meta = append(meta, o.env)
+			}
+			meta = append(meta, o.aliases...)
+			help := o.help
+			if o.def != "" && !(o.arg == "" && o.def == "false") {
+				help += "; default " + o.def
+			}
+			if len(meta) > 0 {
+				help += " [" + strings.Join(meta, ", ") + "]"
+			}
+			if len(left) >= 26 {
+				fmt.Fprintf(&b, "%s\n%26s%s\n", left, "", help)
+			} else {
+				fmt.Fprintf(&b, "%-26s%s\n", left, help)
+			}
+		}
+	}
+	var creds strings.Builder
+	for _, p := range dnscaa.Providers() {
+		req, opt := dnscaa.ProviderVariables(p)
+		fmt.Fprintf(&creds, "  %-12s%s", p, strings.Join(req, " "))
+		if len(opt) > 0 {
+			fmt.Fprintf(&creds, " (optional: %s)", strings.Join(opt, " "))
+		}
+		creds.WriteString("\n")
+	}
+	fmt.Fprintf(&b, usageTail, creds.String())
+	return b.String()
+}
+
+// configError is bad configuration: exit status 2 with its one-line message.
+type configError struct{ msg string }
+
+func (e *configError) Error() string { return e.msg }
+
+func configErrorf(format string, a ...any) error {
+	return &configError{msg: fmt.Sprintf(format, a...)}
+}
+
+// boolFlag lets a boolean option be given as --set-caa alone.
+type strValue struct {
+	s      *string
+	isBool bool
+}
+
+func (v strValue) String() string {
+	if v.s == nil {
+		return ""
+	}
+	return *v.s
+}
+func (v strValue) Set(s string) error { *v.s = s; return nil }
+func (v strValue) IsBoolFlag() bool   { return v.isBool }
+
+// errHelp is returned by parseConfig for --help.
+var errHelp = flag.ErrHelp
+
+// settings resolves raw option values: a set flag, else the variable or one
+// of its aliases, else the default; src names what to blame in errors.
+type settings struct {
+	byName map[string]*option
+	vals   map[string]*string
+	set    map[string]bool
+	lookup func(string) (string, bool)
+}
+
+func (s *settings) get(name string) (val, src string) {
+	o := s.byName[name]
+	if s.set[name] {
+		return *s.vals[name], "--" + o.flag
+	}
+	for _, e := range append([]string{o.env}, o.aliases...) {
+		if e == "" {
+			continue
+		}
+		if v, ok := s.lookup(e); ok && strings.TrimSpace(v) != "" {
+			return strings.TrimSpace(v), e
+		}
+	}
+	if o.flag != "" {
+		return o.def, "--" + o.flag
+	}
+	return o.def, o.env
+}
+
+// given reports whether the option was set by its flag or a variable.
+func (s *settings) given(name string) bool {
+	if s.set[name] {
+		return true
+	}
+	o := s.byName[name]
+	for _, e := range append([]string{o.env}, o.aliases...) {
+		if v, ok := s.lookup(e); e != "" && ok && strings.TrimSpace(v) != "" {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *settings) boolean(name string) (bool, error) {
+	v, src := s.get(name)
+	switch strings.ToLower(v) {
+	case "1", "t", "true", "yes", "on":
+		return true, nil
+	case "0", "f", "false", "no", "off":
+		return false, nil
+	}
+	return false, bad(src, v, "true or false")
+}
+
+func bad(src, val, want string) error {
+	return configErrorf("%s=%q is not valid: want %s", src, val, want)
+}
+
+// parseConfig resolves and validates every setting. It does no network I/O
+// and writes nothing: bad input is reported before anything touches DNS, ACME
+// or the disk. A *configError (or errHelp) is bad usage: exit status 2 (0).
+func parseConfig(args []string, lookup func(string) (string, bool)) (*Config, error) {
+	if lookup == nil {
+		lookup = func(string) (string, bool) { return "", false }
+	}
+	fs := flag.NewFlagSet("ingress", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	s := &settings{byName: map[string]*option{}, vals: map[string]*string{}, set: map[string]bool{}, lookup: lookup}
+	for gi := range groups {
+		for oi := range groups[gi].opts {
+			o := &groups[gi].opts[oi]
+			name := o.flag
+			if name == "" {
+				name = o.env
+			} else {
+				v := new(string)
+				s.vals[name] = v
+				fs.Var(strValue{s: v, isBool: o.arg == ""}, name, o.help)
+			}
+			s.byName[name] = o
+		}
+	}
+	help := fs.Bool("help", false, "")
+	fs.BoolVar(help, "h", false, "")
+	if err := fs.Parse(args); err != nil {
+		msg := err.Error()
+		if strings.HasPrefix(msg, "flag provided but not defined: -") {
+			msg = "unknown flag --" + strings.TrimPrefix(msg, "flag provided but not defined: -")
+		}
+		return nil, configErrorf("%s (ingress --help lists the flags)", msg)
+	}
+	if *help {
+		return nil, errHelp
+	}
+	if fs.NArg() > 0 {
+		return nil, configErrorf("unexpected argument %q (every setting is a --flag or a variable; ingress --help lists them)", fs.Arg(0))
+	}
+	fs.Visit(func(f *flag.Flag) { s.set[f.Name] = true })
+	c := &Config{}
+	var err error
+	if c.Dev, err = s.boolean("dev"); err != nil {
+		return nil, err
+	}
+	if c.Dev {
+		return parseDevFlags(s)
+	}
+	if err := parseLogging(s, c); err != nil {
+		return nil, err
+	}
+	if err := parseProxy(s, c); err != nil {
+		return nil, err
+	}
+	if err := parseCerts(s, c); err != nil {
+		return nil, err
+	}
+	if err := parseDNS(s, c); err != nil {
+		return nil, err
+	}
+	if err := parseEvidence(s, c); err != nil {
+		return nil, err
+	}
+	if err := checkBackends(c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func parseLogging(s *settings, c *Config) error {
+	switch v, src := s.get("log-format"); v {
+	case "text":
+	case "json":
+		c.LogJSON = true
+	default:
+		return bad(src, v, "text or json")
+	}
+	switch v, src := s.get("log-level"); strings.ToLower(v) {
+	case "debug", "info", "warn", "error":
+		c.LogLevel = strings.ToLower(v)
+	default:
+		return bad(src, v, "debug, info, warn or error")
+	}
+	if v, src := s.get("metrics-listen"); v != "" {
+		if err := checkHostPort(v); err != nil {
+			return bad(src, v, "an address like 127.0.0.1:9090 or :9090")
+		}
+		c.MetricsListen = v
+	}
+	c.SimulatorEndpoint, _ = s.get("DSTACK_SIMULATOR_ENDPOINT")
+	return nil
+}
+
+func checkHostPort(v string) error {
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return errors.New("bad port")
+	}
+	return nil
+}
+
+// parseDuration reads TIMEOUT_* values: Go durations ("10s", "1m30s"),
+// HAProxy's day suffix ("1d"), or a bare number of seconds ("86400"; unlike
+// HAProxy, where a bare number means milliseconds, which no one deploying
+// this wants for a connection timeout).
+func parseDuration(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, errors.New("empty")
+	}
+	if n, err := strconv.ParseUint(v, 10, 31); err == nil {
+		return time.Duration(n) * time.Second, nil
+	}
+	if strings.HasSuffix(v, "d") {
+		n, err := strconv.ParseUint(strings.TrimSuffix(v, "d"), 10, 16)
+		if err != nil {
+			return 0, err
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(v)
+}
+
+func parseProxy(s *settings, c *Config) error {
+	v, src := s.get("listen")
+	if src == "PORT" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 65535 {
+			return bad(src, v, "a port number from 1 to 65535")
+		}
+		v = ":" + v
+	}
+	host, port, err := net.SplitHostPort(v)
+	n, perr := strconv.Atoi(port)
+	if err != nil || perr != nil || n < 0 || n > 65535 {
+		return bad(src, v, "an address like :443 or 127.0.0.1:8443")
+	}
+	_ = host
+	c.Listen, c.Port = v, n
+
+	if v, src := s.get("target"); v != "" {
+		t, err := proxy.ParseTarget(v)
+		if err != nil {
+			return configErrorf("%s=%q is not valid: %s", src, v, err)
+		}
+		c.Default = t
+	}
+	if v, src := s.get("routing-map"); v != "" {
+		routes, err := proxy.ParseRoutingMap(v)
+		if err != nil {
+			return configErrorf("%s is not valid: %s (want domain=host:port per line or comma)", src, err)
+		}
+		c.Routes = routes
+	}
+	mode, src := s.get("mode")
+	m, err := proxy.ParseMode(strings.ToLower(mode))
+	if err != nil {
+		return bad(src, mode, "tcp or http")
+	}
+	c.Mode = m
+	if m == proxy.ModeHTTP && c.Default.Scheme == proxy.SchemeTCP {
+		return configErrorf("TARGET_ENDPOINT=%q is a tcp:// backend but PROXY_MODE is http: use http://, https://, h2c:// or grpc://, or PROXY_MODE=tcp", c.Default.String())
+	}
+	for _, r := range c.Routes {
+		if m == proxy.ModeHTTP && r.Target.Scheme == proxy.SchemeTCP {
+			return configErrorf("ROUTING_MAP entry %s=%s is a tcp:// backend but PROXY_MODE is http: use http://, h2c:// or grpc://, or PROXY_MODE=tcp", r.Host, r.Target.String())
+		}
+	}
+	if v, src := s.get("alpn"); v != "" {
+		for _, p := range strings.Split(v, ",") {
+			p = strings.TrimSpace(p)
+			if p == "" || len(p) > 255 || strings.ContainsAny(p, " \t") {
+				return bad(src, v, "a comma-separated list of protocol names like h2,http/1.1")
+			}
+			if p == proxy.ALPNChallenge {
+				return bad(src, v, "protocols other than acme-tls/1 (that one is reserved for tls-alpn-01)")
+			}
+			if m == proxy.ModeHTTP && p != "h2" && p != "http/1.1" {
+				return bad(src, v, "h2 and/or http/1.1 in http mode (PROXY_MODE=http speaks only those)")
+			}
+			c.ALPN = append(c.ALPN, p)
+		}
+	}
+	if c.ProxyProtocol, err = s.boolean("proxy-protocol"); err != nil {
+		return err
+	}
+	if c.ProxyProtocol && m == proxy.ModeHTTP {
+		_, src := s.get("proxy-protocol")
+		return configErrorf("%s=true needs PROXY_MODE=tcp (http mode sends X-Forwarded-For instead)", src)
+	}
+	mc, src := s.get("maxconn")
+	if c.MaxConns, err = strconv.Atoi(mc); err != nil || c.MaxConns < 1 {
+		return bad(src, mc, "a whole number of connections of at least 1, e.g. 4096")
+	}
+	for _, d := range []struct {
+		name string
+		dst  *time.Duration
+	}{
+		{"timeout-connect", &c.ConnectTimeout},
+		{"timeout-client", &c.ClientTimeout},
+		{"timeout-server", &c.ServerTimeout},
+		{"drain-timeout", &c.DrainTimeout},
+	} {
+		v, src := s.get(d.name)
+		dur, err := parseDuration(v)
+		if err != nil || dur <= 0 {
+			return bad(src, v, "a positive duration: 10s, 5m, 1d, or a number of seconds")
+		}
+		*d.dst = dur
+	}
+	return nil
+}
+
+// splitList splits DOMAINS and DNS_RESOLVERS: newlines or commas, blank
+// entries and # comments ignored.
+func splitList(v string) []string {
+	var out []string
+	for _, line := range strings.Split(v, "\n") {
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = line[:i]
+		}
+		for _, f := range strings.Split(line, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+func parseCerts(s *settings, c *Config) error {
+	src, srcName := s.get("cert-source")
+	switch strings.ToLower(src) {
+	case sourceACME, sourceStatic, sourceSelfSigned:
+		c.CertSource = strings.ToLower(src)
+	default:
+		return bad(srcName, src, "acme, static or self-signed")
+	}
+	if v, vsrc := s.get("domain"); v != "" {
+		if strings.ContainsAny(v, ",\n") {
+			return bad(vsrc, v, "one domain name (list more in DOMAINS)")
+		}
+		d, err := dnscaa.ParseDomain(v)
+		if err != nil {
+			return configErrorf("%s=%q is not valid: %s", vsrc, v, strings.TrimPrefix(err.Error(), "invalid domain name: "))
+		}
+		c.Domains = append(c.Domains, d.Name)
+	}
+	if v, vsrc := s.get("domains"); v != "" {
+		for _, e := range splitList(v) {
+			d, err := dnscaa.ParseDomain(e)
+			if err != nil {
+				return configErrorf("%s entry %q is not valid: %s", vsrc, e, strings.TrimPrefix(err.Error(), "invalid domain name: "))
+			}
+			if !slices.Contains(c.Domains, d.Name) {
+				c.Domains = append(c.Domains, d.Name)
+			}
+		}
+	}
+	if len(c.Domains) > 0 {
+		c.Primary = c.Domains[0]
+	}
+
+	ch, chSrc := s.get("challenge")
+	switch acme.ChallengeType(strings.ToLower(ch)) {
+	case acme.DNS01, acme.TLSALPN01:
+		c.Challenge = acme.ChallengeType(strings.ToLower(ch))
+	default:
+		return bad(chSrc, ch, "dns-01 or tls-alpn-01")
+	}
+	c.CertFile, _ = s.get("cert")
+	c.KeyFile, _ = s.get("key")
+	sd, sdSrc := s.get("state-dir")
+	if sd == "" {
+		return bad(sdSrc, sd, "a directory for the account and certificates, e.g. /etc/letsencrypt")
+	}
+	c.StateDir = sd
+
+	switch c.CertSource {
+	case sourceStatic:
+		if c.CertFile == "" || c.KeyFile == "" {
+			return configErrorf("CERT_SOURCE=static needs --cert (CERT_FILE) and --key (KEY_FILE): the PEM chain, leaf first, and its private key")
+		}
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return configErrorf("--cert %s and --key %s cannot be used: %s", c.CertFile, c.KeyFile, err)
+		}
+		c.StaticCert = &cert
+		return rejectACMEOnly(s, c)
+	case sourceSelfSigned:
+		if c.CertFile != "" || c.KeyFile != "" {
+			return configErrorf("--cert/--key are for CERT_SOURCE=static; CERT_SOURCE=self-signed generates its key inside the TEE")
+		}
+		return rejectACMEOnly(s, c)
+	}
+	if c.CertFile != "" || c.KeyFile != "" {
+		return configErrorf("--cert/--key need CERT_SOURCE=static (CERT_SOURCE is %s)", c.CertSource)
+	}
+	if len(c.Domains) == 0 {
+		return configErrorf("DOMAIN is not set: CERT_SOURCE=acme needs DOMAIN or DOMAINS (e.g. DOMAIN=app.example.com)")
+	}
+	if c.Challenge == acme.TLSALPN01 {
+		for _, d := range c.Domains {
+			if strings.HasPrefix(d, "*.") {
+				return configErrorf("CHALLENGE_TYPE=tls-alpn-01 cannot validate the wildcard %q (RFC 8737): use CHALLENGE_TYPE=dns-01 or list names without *", d)
+			}
+		}
+	}
+
+	staging, err := s.boolean("acme-staging")
+	if err != nil {
+		return err
+	}
+	dir, dirSrc := s.get("acme-directory")
+	switch {
+	case dir != "" && staging:
+		return configErrorf("ACME_STAGING=true and %s=%q contradict each other: set one", dirSrc, dir)
+	case staging:
+		c.Directory = acme.LetsEncryptStaging
+	case dir == "":
+		c.Directory = acme.LetsEncryptProduction
+	default:
+		u, err := url.Parse(dir)
+		if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil {
+			return bad(dirSrc, dir, "an https:// ACME directory URL, e.g. "+acme.LetsEncryptProduction)
+		}
+		c.Directory = dir
+	}
+	if v, vsrc := s.get("acme-email"); v != "" {
+		a, err := mail.ParseAddress(v)
+		if err != nil || a.Address != v || a.Name != "" {
+			return bad(vsrc, v, "a plain e-mail address like ops@example.com, or unset (it is optional, and public)")
+		}
+		c.Email = v
+	}
+	kid, _ := s.get("ACME_EAB_KID")
+	hmac, _ := s.get("ACME_EAB_HMAC")
+	switch {
+	case kid != "" && hmac == "":
+		return configErrorf("ACME_EAB_KID is set but ACME_EAB_HMAC is not: external account binding needs both")
+	case kid == "" && hmac != "":
+		return configErrorf("ACME_EAB_HMAC is set but ACME_EAB_KID is not: external account binding needs both")
+	case kid != "":
+		if _, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(hmac, "=")); err != nil {
+			return configErrorf("ACME_EAB_HMAC is set but is not base64url (copy the MAC key exactly as the CA shows it)")
+		}
+		c.EAB = &acme.EAB{KID: kid, HMAC: hmac}
+	}
+	ak, akSrc := s.get("account-key")
+	switch strings.ToLower(ak) {
+	case keyAuto, keyKMS, keyFile:
+		c.AccountKey = strings.ToLower(ak)
+	default:
+		return bad(akSrc, ak, "kms, file or auto")
+	}
+	if v, vsrc := s.get("acme-ca-roots"); v != "" {
+		pem, err := os.ReadFile(v)
+		if err != nil {
+			return configErrorf("%s=%s cannot be read: %s", vsrc, v, errors.Unwrap(err))
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return bad(vsrc, v, "a file of PEM CERTIFICATE blocks")
+		}
+		c.CARoots, c.CARootsFile = pool, v
+	}
+	if v, vsrc := s.get("renew-days"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 365 {
+			return bad(vsrc, v, "a whole number of days from 1 to 365, or unset to follow the CA (ARI)")
+		}
+		c.RenewBefore = time.Duration(n) * 24 * time.Hour
+	}
+	return nil
+}
+
+// rejectACMEOnly refuses settings that only mean something with
+// CERT_SOURCE=acme, so that an operator does not believe they took effect.
+func rejectACMEOnly(s *settings, c *Config) error {
+	for _, name := range []string{"set-caa", "gateway-domain", "acme-directory", "account-key", "renew-days", "ACME_EAB_KID", "dns-provider", "delegation-zone"} {
+		if !s.given(name) {
+			continue
+		}
+		v, src := s.get(name)
+		if name == "set-caa" || name == "account-key" || name == "dns-provider" {
+			if def := s.byName[name].def; strings.EqualFold(v, def) || (name == "set-caa" && !isTrue(v)) {
+				continue
+			}
+		}
+		return configErrorf("%s is set but CERT_SOURCE is %s: it applies only to CERT_SOURCE=acme (unset it, or use CERT_SOURCE=acme)", src, c.CertSource)
+	}
+	return nil
+}
+
+func isTrue(v string) bool {
+	switch strings.ToLower(v) {
+	case "1", "t", "true", "yes", "on":
+		return true
+	}
+	return false
+}
+
+func parseDNS(s *settings, c *Config) error {
+	var err error
+	if c.SetCAA, err = s.boolean("set-caa"); err != nil {
+		return err
+	}
+	c.GatewayDomain, _ = s.get("gateway-domain")
+	c.GatewayDomain = strings.ToLower(strings.TrimSuffix(c.GatewayDomain, "."))
+	c.TXTPrefix, _ = s.get("txt-prefix")
+	c.DelegationZone, _ = s.get("delegation-zone")
+	c.DNSZone, _ = s.get("dns-zone")
+	if v, vsrc := s.get("dns-resolvers"); v != "" {
+		for _, r := range splitList(v) {
+			if _, _, err := net.SplitHostPort(r); err != nil {
+				r = net.JoinHostPort(strings.Trim(r, "[]"), "53")
+			}
+			if err := checkHostPort(r); err != nil {
+				return bad(vsrc, v, "DNS servers as host:port, comma-separated, e.g. 1.1.1.1:53,8.8.8.8")
+			}
+			c.DNSResolvers = append(c.DNSResolvers, r)
+		}
+	}
+	if c.CertSource != sourceACME {
+		return nil
+	}
+	// The plan is built once here with placeholders, only to validate every
+	// DNS setting without I/O; the real one is built with the app's identity
+	// and the account.
+	pc := dnscaa.PlanConfig{
+		Domains: c.Domains, GatewayDomain: c.GatewayDomain, TXTPrefix: c.TXTPrefix,
+		AppID: strings.Repeat("0", 40), Port: max(c.Port, 443), DelegationZone: c.DelegationZone,
+	}
+	if c.SetCAA {
+		pc.CAA = &dnscaa.CAAPolicy{IssuerDomain: "letsencrypt.org", AccountURI: "https://acme.invalid/acct/1", ValidationMethods: []string{string(c.Challenge)}}
+	}
+	if _, err := dnscaa.NewPlan(pc); err != nil {
+		return configErrorf("%s", err)
+	}
+	if c.DNSZone != "" {
+		z, err := dnscaa.ParseDomain(c.DNSZone)
+		if err != nil || z.Wildcard() {
+			return bad("DNS_ZONE", c.DNSZone, "the zone's name, e.g. example.com")
+		}
+		c.DNSZone = z.Name
+	}
+	provName, provSrc := s.get("dns-provider")
+	cfg := dnscaa.ProviderConfig{Name: provName, Lookup: s.lookup, CallTimeout: 30 * time.Second}
+	if u, _ := s.get("CLOUDFLARE_API_URL"); u != "" {
+		caFile, _ := s.get("CLOUDFLARE_API_CA")
+		hc, err := cloudflareOverride(u, caFile)
+		if err != nil {
+			return err
+		}
+		cfg.HTTPClient = hc
+	}
+	p, err := dnscaa.NewProvider(cfg)
+	if err != nil {
+		if c.Challenge == acme.TLSALPN01 && !c.SetCAA && strings.EqualFold(provName, "auto") && !s.given("dns-provider") {
+			// tls-alpn-01 needs no DNS credentials: the records are
+			// printed for the operator to create.
+			return nil
+		}
+		msg := strings.TrimPrefix(err.Error(), dnscaa.ErrConfig.Error()+": ")
+		if provSrc == "--dns-provider" && s.set["dns-provider"] {
+			msg = strings.Replace(msg, "DNS_PROVIDER", "--dns-provider", 1)
+		}
+		switch {
+		case c.Challenge == acme.DNS01:
+			return configErrorf("%s (CHALLENGE_TYPE=dns-01 writes the challenge through the DNS provider)", msg)
+		case c.SetCAA:
+			return configErrorf("%s (SET_CAA=true writes CAA through the DNS provider)", msg)
+		}
+		return configErrorf("%s", msg)
+	}
+	c.DNS, c.DNSProvider = p, cfg
+	return nil
+}
+
+func parseEvidence(s *settings, c *Config) error {
+	var err error
+	if c.EvidenceServer, err = s.boolean("evidence-server"); err != nil {
+		return err
+	}
+	c.EvidenceDir, _ = s.get("evidence-dir")
+	return nil
+}
+
+// checkBackends makes sure every served domain reaches a backend and every
+// ROUTING_MAP key is a name a certificate covers: a key no certificate covers
+// is a typo an operator wants to hear about at start, not a TLS error later.
+func checkBackends(c *Config) error {
+	if c.Default.IsZero() && len(c.Routes) == 0 {
+		return configErrorf("no backend: set TARGET_ENDPOINT (e.g. app:80) or ROUTING_MAP (domain=host:port per line)")
+	}
+	if c.CertSource != sourceACME {
+		return nil
+	}
+	for _, r := range c.Routes {
+		if !slices.ContainsFunc(c.Domains, func(d string) bool { return covers(d, r.Host) }) {
+			return configErrorf("ROUTING_MAP key %q is not among DOMAIN/DOMAINS (%s): no certificate would cover it; add it to DOMAINS or fix the key", r.Host, strings.Join(c.Domains, ", "))
+		}
+	}
+	if c.Default.IsZero() {
+		for _, d := range c.Domains {
+			if !slices.ContainsFunc(c.Routes, func(r proxy.Route) bool { return r.Host == d || covers(r.Host, d) }) {
+				return configErrorf("domain %q has no backend: add %s=host:port to ROUTING_MAP or set TARGET_ENDPOINT", d, d)
+			}
+		}
+	}
+	return nil
+}
+
+// covers reports whether a certificate (or route) for name serves host:
+// equal names, or a one-label wildcard over host.
+func covers(name, host string) bool {
+	if name == host {
+		return true
+	}
+	if !strings.HasPrefix(name, "*.") || strings.HasPrefix(host, "*.") {
+		return false
+	}
+	i := strings.IndexByte(host, '.')
+	return i > 0 && host[i+1:] == name[2:]
+}
+
+// devFlags are the flags --dev honours; everything else is the dev world's.
+var devFlags = []string{"listen", "mode", "alpn", "target", "state-dir", "metrics-listen", "log-format", "log-level",
+	"drain-timeout", "maxconn", "timeout-connect", "timeout-client", "timeout-server", "evidence-server", "proxy-protocol"}
+
+// parseDevFlags checks the flags given with --dev. The environment is not
+// read at all in dev mode: a shell holding production credentials
+// (CLOUDFLARE_API_TOKEN) must not leak them into a local demo.
+func parseDevFlags(s *settings) (*Config, error) {
+	c := &Config{Dev: true}
+	for name := range s.set {
+		if name == "dev" || name == "help" || name == "h" {
+			continue
+		}
+		if !slices.Contains(devFlags, name) {
+			return nil, configErrorf("--%s cannot be used with --dev (it sets up its own domain, CA, DNS and agent; allowed: --%s)", name, strings.Join(devFlags, ", --"))
+		}
+		c.DevArgs = append(c.DevArgs, "--"+name+"="+*s.vals[name])
+	}
+	slices.Sort(c.DevArgs)
+	return c, nil
+}

@@ -1,0 +1,263 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tee-ingress/tee-ingress/dnscaa"
+	"github.com/tee-ingress/tee-ingress/internal/acmeca"
+	"github.com/tee-ingress/tee-ingress/internal/agentsim"
+	"github.com/tee-ingress/tee-ingress/internal/cfemu"
+	"github.com/tee-ingress/tee-ingress/internal/dnsserver"
+)
+
+// Dev mode's fixed names. The domain is under .test (RFC 2606): it can never
+// be a real name on the internet.
+const (
+	devZone        = "ingress.test"
+	devDomain      = "app." + devZone
+	devGateway     = "_.gateway." + devZone
+	devListen      = "127.0.0.1:8443"
+	devToken       = "dev-token-not-a-secret"
+	modulePath     = "github.com/tee-ingress/tee-ingress"
+	devCAFile      = "ca-root.pem"
+	devTDXRootFile = "sim-tdx-root.pem"
+	devDNSFile     = "dns-addr.txt"
+	devSeedFile    = "sim-seed"
+	devSocket      = "dstack.sock"
+)
+
+const devBanner = `
+=============================================================================
+  ingress --dev: A LOCAL DEMO. THIS IS NOT A TEE.
+  Quotes come from a dstack simulator whose root key is on this disk, the
+  CA is pebble, DNS and the Cloudflare API are emulated on 127.0.0.1.
+  Nothing here is confidential or attested. Never deploy with --dev.
+=============================================================================
+`
+
+// devWorld is the outside of a TEE, in this process: DNS for ingress.test,
+// the Cloudflare API over it, an ACME CA validating against it, the guest
+// agent simulator on a unix socket, and a demo backend.
+type devWorld struct {
+	dir     string
+	dns     *dnsserver.Server
+	cf      *cfemu.Emulator
+	ca      *acmeca.CA
+	sim     *agentsim.Simulator
+	backend *http.Server
+	beAddr  string
+	beDone  chan error
+}
+
+func (w *devWorld) close() {
+	if w.backend != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		w.backend.Shutdown(ctx)
+		cancel()
+		<-w.beDone
+	}
+	if w.sim != nil {
+		w.sim.Close()
+	}
+	if w.ca != nil {
+		w.ca.Close()
+	}
+	if w.cf != nil {
+		w.cf.Close()
+	}
+	if w.dns != nil {
+		w.dns.Close()
+	}
+}
+
+// runDev starts the dev world and runs the daemon against it. The
+// environment is not read: every setting comes from the world, and the few
+// flags parseDevFlags allows.
+func runDev(ctx context.Context, cfg *Config, log *slog.Logger, stdout, stderr io.Writer) int {
+	io.WriteString(stderr, devBanner)
+	log.Warn("NOT A TEE: --dev runs everything locally with a simulator; nothing is attested")
+	args := []string{"--listen=" + devListen}
+	dir := ""
+	for _, a := range cfg.DevArgs {
+		if v, ok := strings.CutPrefix(a, "--state-dir="); ok {
+			dir = v
+			continue
+		}
+		args = append(args, a)
+	}
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "ingress-dev-")
+		if err != nil {
+			log.Error("cannot create a state dir", "err", err)
+			return 1
+		}
+		defer os.RemoveAll(tmp)
+		dir = tmp
+	} else if err := os.MkdirAll(dir, 0o700); err != nil {
+		log.Error("cannot create the state dir (check --state-dir)", "dir", dir, "err", err)
+		return 1
+	}
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	w, err := startDevWorld(dir, log)
+	if err != nil {
+		w.close()
+		log.Error("cannot start the dev world", "err", err)
+		return 1
+	}
+	defer w.close()
+	env := map[string]string{
+		"DOMAIN":                    devDomain,
+		"TARGET_ENDPOINT":           "http://" + w.beAddr,
+		"GATEWAY_DOMAIN":            devGateway,
+		"SET_CAA":                   "true",
+		"DNS_PROVIDER":              "cloudflare",
+		"CLOUDFLARE_API_TOKEN":      devToken,
+		"ACME_DIRECTORY":            w.ca.DirectoryURL(),
+		"ACME_ACCOUNT_KEY":          "kms",
+		"STATE_DIR":                 filepath.Join(dir, "letsencrypt"),
+		"EVIDENCE_DIR":              filepath.Join(dir, "evidences"),
+		"DNS_RESOLVERS":             w.dns.Addr(),
+		"DSTACK_SIMULATOR_ENDPOINT": filepath.Join(dir, devSocket),
+	}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	dcfg, err := parseConfig(args, lookup)
+	if err != nil {
+		fmt.Fprintf(stderr, "ingress: error: --dev: %s\n", err)
+		return 2
+	}
+	verify := verifycliCommand()
+	return runDaemon(ctx, dcfg, log, environment{
+		stdout:        stdout,
+		acmeTransport: w.ca.HTTPClient().Transport,
+		dnsProvider: func(l *slog.Logger) (*dnscaa.Client, error) {
+			return dnscaa.NewProvider(dnscaa.ProviderConfig{Name: "cloudflare", Lookup: lookup, HTTPClient: w.cf.HTTPClient(), Logger: l})
+		},
+		onReady: func(addr *net.TCPAddr) {
+			port := strconv.Itoa(addr.Port)
+			host := addr.IP.String()
+			ca := filepath.Join(dir, devCAFile)
+			fmt.Fprintf(stdout, "verify: %s domain https://%s --connect %s --ca-file %s --tdx-root %s --resolver %s --ct-url off\n",
+				verify, devDomain, net.JoinHostPort(host, port), shellQuote(ca), shellQuote(filepath.Join(dir, devTDXRootFile)), w.dns.Addr())
+			fmt.Fprintf(stdout, "curl --cacert %s --resolve %s:%s:%s https://%s:%s/\n", shellQuote(ca), devDomain, port, host, devDomain, port)
+			fmt.Fprintf(stdout, "evidence: https://%s:%s/evidences/ (state dir %s)\n", devDomain, port, shellQuote(dir))
+			fmt.Fprintln(stdout, "ready")
+		},
+	})
+}
+
+// startDevWorld starts the stand-ins and writes the trust material a
+// verifier needs into dir. On error, what was started is in the returned
+// world for close.
+func startDevWorld(dir string, log *slog.Logger) (*devWorld, error) {
+	w := &devWorld{dir: dir}
+	var err error
+	if w.dns, err = dnsserver.Start(devZone); err != nil {
+		return w, fmt.Errorf("dns server: %w", err)
+	}
+	w.cf = cfemu.New(w.dns, devToken)
+	if w.ca, err = acmeca.Start(acmeca.Options{DNSAddr: w.dns.Addr(), Logger: log.With("component", "pebble")}); err != nil {
+		return w, fmt.Errorf("acme ca: %w", err)
+	}
+	seed, err := devSeed(dir)
+	if err != nil {
+		return w, err
+	}
+	if w.sim, err = agentsim.New(agentsim.Config{Seed: seed, Stripped: true}); err != nil {
+		return w, fmt.Errorf("agent simulator: %w", err)
+	}
+	if err := w.sim.Serve(filepath.Join(dir, devSocket)); err != nil {
+		return w, fmt.Errorf("agent simulator: %w", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return w, fmt.Errorf("demo backend: %w", err)
+	}
+	w.beAddr = ln.Addr().String()
+	w.backend = &http.Server{Handler: http.HandlerFunc(demoBackend), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	w.beDone = make(chan error, 1)
+	go func() { w.beDone <- w.backend.Serve(ln) }()
+
+	roots, err := w.ca.RootsPEM()
+	if err != nil {
+		return w, fmt.Errorf("acme ca roots: %w", err)
+	}
+	for name, data := range map[string][]byte{
+		devCAFile:      roots,
+		devTDXRootFile: w.sim.RootPEM(),
+		devDNSFile:     []byte(w.dns.Addr() + "\n"),
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			return w, fmt.Errorf("writing trust material: %w", err)
+		}
+	}
+	log.Info("dev world started", "dns", w.dns.Addr(), "acme_directory", w.ca.DirectoryURL(), "cloudflare_api", w.cf.URL(),
+		"agent_socket", filepath.Join(dir, devSocket), "backend", w.beAddr, "state_dir", dir)
+	return w, nil
+}
+
+// devSeed keeps the simulator's seed in the state dir, so that a dev run
+// with the same --state-dir trusts the same simulator root.
+func devSeed(dir string) ([]byte, error) {
+	path := filepath.Join(dir, devSeedFile)
+	b, err := os.ReadFile(path)
+	if err == nil && len(b) >= 16 {
+		return b, nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	b = make([]byte, 32)
+	rand.Read(b)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return nil, fmt.Errorf("writing %s: %w", path, err)
+	}
+	return b, nil
+}
+
+func demoBackend(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintf(w, "hello from the tee-ingress demo backend\nhost %s, path %s, forwarded for %q, proto %q\n",
+		r.Host, r.URL.Path, r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Proto"))
+}
+
+// verifycliCommand is how the user runs verifycli: the binary beside this
+// one (as in the Docker image), else go run from the module.
+func verifycliCommand() string {
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "verifycli")
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return shellQuote(p)
+		}
+	}
+	if b, err := os.ReadFile("go.mod"); err == nil && bytes.Contains(b, []byte("module "+modulePath+"\n")) {
+		return "go run ./verifycli"
+	}
+	return "go run " + modulePath + "/verifycli"
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-:+=@,", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

@@ -1,0 +1,851 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-acme/lego/v4/challenge"
+	"github.com/go-acme/lego/v4/challenge/dns01"
+
+	"github.com/tee-ingress/tee-ingress/acme"
+	"github.com/tee-ingress/tee-ingress/dnscaa"
+	"github.com/tee-ingress/tee-ingress/evidence"
+	"github.com/tee-ingress/tee-ingress/proxy"
+)
+
+// Retry bounds for the start-up steps (agent, account, DNS records, evidence):
+// the first retry comes quickly, a long outage is retried every few minutes.
+const (
+	retryInitial = 2 * time.Second
+	retryMax     = 5 * time.Minute
+)
+
+// Steps named in logs, /readyz and the tee_ingress_step_ok metric.
+const (
+	stepAgent    = "agent"
+	stepAccount  = "account"
+	stepDNS      = "dns"
+	stepEvidence = "evidence"
+)
+
+// environment is what the world around the configuration provides. The zero
+// value is production; dev mode replaces parts of it.
+type environment struct {
+	// stdout receives results (dev mode's commands). Nil: discarded.
+	stdout io.Writer
+	// acmeTransport carries ACME requests. Nil: the default transport with
+	// the system roots plus ACME_CA_ROOTS.
+	acmeTransport http.RoundTripper
+	// dnsProvider replaces the provider built from the configuration. Nil:
+	// built from DNS_PROVIDER and its credentials.
+	dnsProvider func(logger *slog.Logger) (*dnscaa.Client, error)
+	// onReady is called once, from its own goroutine, when the daemon first
+	// becomes ready, with the address it listens on. Nil: nothing.
+	onReady func(addr *net.TCPAddr)
+}
+
+// daemon is one run of the ingress: the listener and proxy, the certificate
+// lifecycle, the evidence publisher and the metrics server. Its goroutines
+// are started by runDaemon and waited for before it returns.
+type daemon struct {
+	cfg   *Config
+	log   *slog.Logger
+	env   environment
+	met   *metrics
+	store proxy.CertStore
+	srv   *proxy.Server
+	addr  *net.TCPAddr
+	mgr   *acme.Manager
+	dns   *dnscaa.Client // nil: no DNS provider
+	start time.Time
+
+	evidenceHandler lazyHandler
+	attestation     lazyHandler
+	kick            chan struct{} // wakes the evidence loop; buffered, coalescing
+
+	mu            sync.Mutex
+	agent         *evidence.Agent
+	info          *evidence.AppInfo
+	publisher     *evidence.Publisher
+	account       []byte
+	accountURI    string
+	certs         map[string]*acme.Certificate // by domain
+	status        map[string]acme.Status       // by domain, refreshed from the manager
+	problems      map[string]string            // step -> what is wrong now
+	certGen       int                          // bumped by every certificate change
+	publishedGen  int                          // certGen of the last published bundle, -1 before the first
+	published     time.Time
+	ready         bool
+	readyOnce     sync.Once
+	selfSigned    *tls.Certificate
+	failureTotals map[string]int // by domain, counted from status changes
+}
+
+// lazyHandler answers 503 until a handler is set: the evidence and
+// attestation handlers need the guest agent, which may come later than the
+// listener.
+type lazyHandler struct {
+	h    atomic.Pointer[http.Handler]
+	what string
+}
+
+func (l *lazyHandler) set(h http.Handler) { l.h.Store(&h) }
+
+func (l *lazyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h := l.h.Load(); h != nil {
+		(*h).ServeHTTP(w, r)
+		return
+	}
+	w.Header().Set("Retry-After", "5")
+	http.Error(w, l.what+" not available yet: the dstack guest agent has not been reached", http.StatusServiceUnavailable)
+}
+
+// runDaemon runs the ingress until ctx ends, then drains and returns the exit
+// status.
+func runDaemon(ctx context.Context, cfg *Config, log *slog.Logger, env environment) int {
+	if env.stdout == nil {
+		env.stdout = io.Discard
+	}
+	d := &daemon{
+		cfg: cfg, log: log, env: env, start: time.Now(),
+		kick:          make(chan struct{}, 1),
+		certs:         map[string]*acme.Certificate{},
+		status:        map[string]acme.Status{},
+		problems:      map[string]string{},
+		publishedGen:  -1,
+		failureTotals: map[string]int{},
+	}
+	d.evidenceHandler.what = "evidence"
+	d.attestation.what = "attestation"
+	d.met = newMetrics(d)
+	if err := d.prepare(); err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+
+	// TCP keep-alive finds clients that vanished (the client timeout is
+	// long), with one probe setting: two system calls per connection.
+	lc := net.ListenConfig{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: time.Minute, Interval: -1, Count: -1}}
+	ln, err := lc.Listen(context.Background(), "tcp", cfg.Listen)
+	if err != nil {
+		log.Error("cannot listen (check --listen / PORT)", "addr", cfg.Listen, "err", err)
+		return 1
+	}
+	d.addr = ln.Addr().(*net.TCPAddr)
+
+	pc := proxy.Config{
+		Certs: &d.store, Challenges: &d.store, Mode: cfg.Mode, Default: cfg.Default, Routes: cfg.Routes,
+		ALPN: cfg.ALPN, ProxyProtocol: cfg.ProxyProtocol, MaxConns: cfg.MaxConns,
+		ConnectTimeout: cfg.ConnectTimeout, ClientTimeout: cfg.ClientTimeout, ServerTimeout: cfg.ServerTimeout,
+		Logger: log.With("component", "proxy"),
+	}
+	switch {
+	case cfg.CertSource == sourceSelfSigned:
+		pc.Evidence = &d.attestation
+	case cfg.CertSource == sourceACME && cfg.EvidenceServer:
+		pc.Evidence = &d.evidenceHandler
+	}
+	srv, err := proxy.New(pc)
+	if err != nil {
+		ln.Close()
+		log.Error("cannot start the proxy", "err", err)
+		return 1
+	}
+	d.srv = srv
+	var msrv *http.Server
+	mserved := make(chan error, 1)
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			ln.Close()
+			srv.Shutdown(context.Background())
+			log.Error("cannot listen for metrics (check --metrics-listen / METRICS_LISTEN)", "addr", cfg.MetricsListen, "err", err)
+			return 1
+		}
+		msrv = &http.Server{Handler: d.met.handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+		log.Info("metrics listening", "addr", mln.Addr().String())
+		go func() { mserved <- msrv.Serve(mln) }()
+	}
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("listening", "addr", d.addr.String(), "mode", cfg.Mode.String(), "cert_source", cfg.CertSource,
+		"target", cfg.Default.String(), "routes", len(cfg.Routes), "domains", strings.Join(cfg.Domains, ","))
+
+	pctx, stopProvisioning := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	switch cfg.CertSource {
+	case sourceStatic:
+		d.changed()
+	case sourceSelfSigned:
+		wg.Go(func() { d.retry(pctx, stepAgent, d.identifySelfSigned) })
+	case sourceACME:
+		wg.Go(func() { d.evidenceLoop(pctx) })
+		wg.Go(func() { d.provision(pctx) })
+	}
+
+	code := 0
+	select {
+	case <-ctx.Done():
+		log.Info("draining", "timeout", cfg.DrainTimeout.String())
+	case err := <-served:
+		log.Error("serving stopped", "err", err)
+		code = 1
+	}
+	stopProvisioning()
+	// A fresh context: the signal context is already cancelled.
+	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+	defer cancel()
+	if err := srv.Shutdown(dctx); err != nil {
+		log.Warn("drain deadline reached; remaining connections were closed", "err", err)
+	}
+	if code == 0 {
+		<-served
+	}
+	// The lifecycle goroutines stop at once, except inside a CA or DNS call
+	// already under way (lego's calls take no context); those are bounded by
+	// their own timeouts, and by the drain deadline here.
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-dctx.Done():
+		log.Warn("a certificate or DNS operation is still in flight at exit; it is abandoned")
+	}
+	if msrv != nil {
+		msrv.Shutdown(dctx)
+		<-mserved
+	}
+	log.Info("stopped")
+	return code
+}
+
+// prepare builds what the certificate source needs before the listener opens.
+func (d *daemon) prepare() error {
+	cfg := d.cfg
+	switch cfg.CertSource {
+	case sourceStatic:
+		return installStatic(&d.store, cfg.StaticCert)
+	case sourceSelfSigned:
+		cert, err := newSelfSigned(cfg.Domains, time.Now())
+		if err != nil {
+			return err
+		}
+		d.selfSigned = cert
+		fp := fingerprint(cert.Leaf.Raw)
+		d.log.Info("generated the self-signed certificate inside the TEE", "sha256", hex.EncodeToString(fp[:]),
+			"names", strings.Join(cert.Leaf.DNSNames, ","), "not_after", cert.Leaf.NotAfter)
+		name := selfSignedName
+		if len(cfg.Domains) > 0 {
+			name = cfg.Domains[0]
+		}
+		return d.store.Set(name, map[string]*tls.Certificate{name: cert})
+	}
+
+	// CERT_SOURCE=acme.
+	if a, err := evidence.NewAgent(evidence.AgentOptions{SimulatorEndpoint: cfg.SimulatorEndpoint, Logger: d.log.With("component", "agent")}); err == nil {
+		d.agent = a
+	}
+	if cfg.DNS != nil {
+		build := d.env.dnsProvider
+		if build == nil {
+			build = func(l *slog.Logger) (*dnscaa.Client, error) {
+				pc := cfg.DNSProvider
+				pc.Logger = l
+				return dnscaa.NewProvider(pc)
+			}
+		}
+		p, err := build(slog.New(d.met.dnsHook(d.log.With("component", "dns").Handler())))
+		if err != nil {
+			return fmt.Errorf("dns provider: %w", err)
+		}
+		d.dns = p
+	}
+	var solver challenge.Provider
+	var dnsOpts []dns01.ChallengeOption
+	var caa acme.CAAPinner
+	resolver := d.resolver()
+	if cfg.Challenge == acme.TLSALPN01 {
+		solver = &alpnSolver{store: &d.store}
+	} else {
+		opts := dnscaa.ChallengeOptions{Zone: cfg.DNSZone, DelegationZone: cfg.DelegationZone, Resolver: resolver,
+			CheckServers: cfg.DNSResolvers, Logger: d.log.With("component", "dns-01")}
+		cp, err := dnscaa.NewChallengeProvider(d.dns, opts)
+		if err != nil {
+			return fmt.Errorf("dns-01 solver: %w", err)
+		}
+		solver = cp
+		// The provider waits for propagation itself; lego's own check
+		// would dial port 53 of the authoritative servers.
+		dnsOpts = append(dnsOpts, dns01.WrapPreCheck(func(string, string, string, dns01.PreCheckFunc) (bool, error) { return true, nil }))
+		if len(cfg.DNSResolvers) > 0 {
+			// lego looks up the CNAME of _acme-challenge through its
+			// package-wide resolvers.
+			dnsOpts = append(dnsOpts, dns01.AddRecursiveNameservers(cfg.DNSResolvers))
+		}
+	}
+	if cfg.SetCAA {
+		caa = &dnscaa.Pinner{Provider: d.dns, DelegationZone: cfg.DelegationZone,
+			Apply: dnscaa.ApplyOptions{Zone: cfg.DNSZone, Resolver: resolver, Logger: d.log.With("component", "dns")}}
+	}
+	keys, desc := d.accountKeys()
+	d.log.Info("ACME account key", "source", desc)
+	base := d.env.acmeTransport
+	if base == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		if cfg.CARoots != nil {
+			tr.TLSClientConfig = &tls.Config{RootCAs: cfg.CARoots, MinVersion: tls.VersionTLS12}
+		}
+		base = tr
+	}
+	m, err := acme.New(acme.Config{
+		DirectoryURL: cfg.Directory, Email: cfg.Email, EAB: cfg.EAB, Keys: keys, StateDir: cfg.StateDir,
+		HTTPClient: &http.Client{Timeout: 30 * time.Second, Transport: d.met.acmeTransport(base)},
+		Challenge:  cfg.Challenge, Solver: solver, DNS01Options: dnsOpts, CAA: caa,
+		RenewBefore: cfg.RenewBefore, OnChange: d.install, Logger: d.log.With("component", "acme"),
+	})
+	if err != nil {
+		return err
+	}
+	d.mgr = m
+	return nil
+}
+
+func (d *daemon) resolver() *dnscaa.Resolver {
+	if len(d.cfg.DNSResolvers) == 0 {
+		return nil
+	}
+	return &dnscaa.Resolver{Servers: d.cfg.DNSResolvers}
+}
+
+// accountKeys chooses the ACME account key source. auto means kms when a
+// guest agent socket (other than the legacy tappd one) exists at start: the
+// choice must not flip with a transient agent failure, since it decides the
+// account URI that CAA pins.
+func (d *daemon) accountKeys() (acme.KeySource, string) {
+	mode := d.cfg.AccountKey
+	if mode == keyAuto {
+		mode = keyFile
+		if d.agent != nil && !d.agent.Legacy() {
+			mode = keyKMS
+		}
+	}
+	if mode == keyKMS {
+		return &kmsKeys{d: d}, "kms (derived from the dstack KMS: the same account for every instance of the app)"
+	}
+	path := filepath.Join(d.cfg.StateDir, "tee-ingress", "account-key.pem")
+	return &acme.FileKeySource{Path: path}, "file " + path
+}
+
+// kmsKeys is evidence.KMSKeySource over an agent that may be found after
+// start.
+type kmsKeys struct {
+	d   *daemon
+	mu  sync.Mutex
+	src *evidence.KMSKeySource
+}
+
+var _ acme.KeySource = (*kmsKeys)(nil)
+
+func (k *kmsKeys) AccountKey(ctx context.Context) (crypto.Signer, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.src == nil {
+		a := k.d.getAgent()
+		if a == nil {
+			return nil, errors.New("ACME_ACCOUNT_KEY=kms: no dstack guest agent found yet (mount /var/run/dstack.sock)")
+		}
+		k.src = evidence.NewKMSKeySource(a)
+	}
+	return k.src.AccountKey(ctx)
+}
+
+func (d *daemon) getAgent() *evidence.Agent {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.agent
+}
+
+// retry runs f until it succeeds or ctx ends, with doubling, jittered waits
+// between attempts. Each failure is logged and is step's problem in /readyz
+// until f succeeds. It reports whether f succeeded.
+func (d *daemon) retry(ctx context.Context, step string, f func(context.Context) error) bool {
+	wait := retryInitial
+	for attempt := 1; ; attempt++ {
+		err := f(ctx)
+		if err == nil {
+			d.setProblem(step, "")
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		d.setProblem(step, err.Error())
+		d.log.Error("start-up step failed; retrying", "step", step, "attempt", attempt, "retry_in", wait.String(), "err", err)
+		if !sleep(ctx, jitter(wait)) {
+			return false
+		}
+		wait = min(wait*2, retryMax)
+	}
+}
+
+// jitter spreads d over [d/2, d] so that instances of one app do not retry
+// in step.
+func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// provision is the ACME lifecycle: stored certificates first (served at
+// once, with no network), then identity, account, DNS records, and the
+// manager's loop that obtains what is missing and renews what is due.
+func (d *daemon) provision(ctx context.Context) {
+	sets := make([][]string, len(d.cfg.Domains))
+	for i, dom := range d.cfg.Domains {
+		sets[i] = []string{dom}
+	}
+	// Ensure with a cancelled context returns a stored valid certificate
+	// and fails before any network call otherwise.
+	stored, cancel := context.WithCancel(ctx)
+	cancel()
+	for _, set := range sets {
+		if c, err := d.mgr.Ensure(stored, set); err == nil {
+			d.install(c)
+		}
+	}
+	d.changed()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { d.refreshStatus(ctx) })
+	if !d.retry(ctx, stepAgent, d.identify) {
+		return
+	}
+	if !d.retry(ctx, stepAccount, d.resolveAccount) {
+		return
+	}
+	d.kickEvidence()
+	if err := d.applyDNS(ctx); err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		d.setProblem(stepDNS, err.Error())
+		d.log.Error("DNS records not written; retrying in the background while certificates proceed", "step", stepDNS, "err", err)
+		wg.Go(func() {
+			if sleep(ctx, jitter(retryInitial)) {
+				d.retry(ctx, stepDNS, d.applyDNS)
+			}
+		})
+	}
+	d.mgr.Run(ctx, sets)
+}
+
+// refreshStatus copies the manager's renewal state for metrics and /readyz,
+// which must answer even while the manager is busy with an order.
+func (d *daemon) refreshStatus(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		for _, dom := range d.cfg.Domains {
+			st := d.mgr.StatusOf([]string{dom})
+			d.mu.Lock()
+			prev := d.status[dom]
+			switch {
+			case st.Failures > prev.Failures:
+				d.failureTotals[dom] += st.Failures - prev.Failures
+			case st.Failures < prev.Failures && st.Failures > 0:
+				d.failureTotals[dom] += st.Failures // reset and failed again between two looks
+			}
+			d.status[dom] = st
+			d.mu.Unlock()
+		}
+		d.changed()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// findAgent resolves the guest agent (again, if it was absent at start).
+func (d *daemon) findAgent() (*evidence.Agent, error) {
+	if a := d.getAgent(); a != nil {
+		return a, nil
+	}
+	a, err := evidence.NewAgent(evidence.AgentOptions{SimulatorEndpoint: d.cfg.SimulatorEndpoint, Logger: d.log.With("component", "agent")})
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	d.agent = a
+	d.mu.Unlock()
+	return a, nil
+}
+
+// identify asks the guest agent who this app is and prepares the evidence
+// publisher on it.
+func (d *daemon) identify(ctx context.Context) error {
+	a, err := d.findAgent()
+	if err != nil {
+		return err
+	}
+	var info *evidence.AppInfo
+	if a.Legacy() {
+		d.log.Warn("only the legacy tappd socket was found: quotes work, but the app identity (app_id) is unknown, so the gateway routing TXT record cannot be written; mount /var/run/dstack.sock", "endpoint", a.Endpoint())
+	} else {
+		if info, err = a.Info(ctx); err != nil {
+			return err
+		}
+	}
+	d.warnSimulator(a)
+	pub, err := evidence.NewPublisher(evidence.PublisherConfig{Quoter: a, Dir: d.cfg.EvidenceDir, Logger: d.log.With("component", "evidence")})
+	if err != nil {
+		return fmt.Errorf("preparing the evidence folder (check EVIDENCE_DIR=%s): %w", d.cfg.EvidenceDir, err)
+	}
+	h, err := evidence.NewHandler(evidence.HandlerConfig{Source: pub, Quoter: a, Logger: d.log.With("component", "evidence")})
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.info, d.publisher = info, pub
+	d.mu.Unlock()
+	d.evidenceHandler.set(h)
+	if info != nil {
+		d.log.Info("app identity", "app_id", hex.EncodeToString(info.AppID), "instance_id", hex.EncodeToString(info.InstanceID),
+			"compose_hash", hex.EncodeToString(info.ComposeHash), "app_name", info.AppName, "agent", a.Endpoint())
+	}
+	return nil
+}
+
+func (d *daemon) warnSimulator(a *evidence.Agent) {
+	if a.IsSimulator() {
+		d.log.Warn("NOT A TEE: quotes come from the dstack simulator (DSTACK_SIMULATOR_ENDPOINT); the evidence proves nothing", "endpoint", a.Endpoint())
+	}
+}
+
+func (d *daemon) resolveAccount(ctx context.Context) error {
+	reg, err := d.mgr.Account(ctx)
+	if err != nil {
+		return err
+	}
+	js, err := d.mgr.AccountJSON(ctx)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.account, d.accountURI = js, reg.URI
+	d.mu.Unlock()
+	d.log.Info("ACME account", "uri", reg.URI, "directory", d.cfg.Directory)
+	return nil
+}
+
+// applyDNS writes the gateway CNAME and routing TXT (GATEWAY_DOMAIN) and the
+// CAA pin (SET_CAA). The CAA is written again before every order by the
+// manager; writing it here too means a restart with stored certificates
+// also repairs it.
+func (d *daemon) applyDNS(ctx context.Context) error {
+	cfg := d.cfg
+	if cfg.GatewayDomain == "" && !cfg.SetCAA {
+		return nil
+	}
+	d.mu.Lock()
+	info, accountURI := d.info, d.accountURI
+	d.mu.Unlock()
+	pc := dnscaa.PlanConfig{Domains: cfg.Domains, GatewayDomain: cfg.GatewayDomain, TXTPrefix: cfg.TXTPrefix,
+		Port: d.addr.Port, DelegationZone: cfg.DelegationZone}
+	if cfg.GatewayDomain != "" {
+		switch {
+		case info == nil:
+			d.log.Error("the gateway routing TXT record is not written: the app identity is unknown (legacy agent); mount /var/run/dstack.sock")
+		case cfg.Challenge == acme.TLSALPN01:
+			// The CA must reach this very instance (DESIGN.md 5).
+			pc.AppID = hex.EncodeToString(info.InstanceID)
+		default:
+			pc.AppID = hex.EncodeToString(info.AppID)
+		}
+	}
+	if cfg.SetCAA {
+		issuer, err := d.mgr.CAAIssuer()
+		if err != nil {
+			return err
+		}
+		pc.CAA = &dnscaa.CAAPolicy{IssuerDomain: issuer, AccountURI: accountURI, ValidationMethods: []string{string(cfg.Challenge)}}
+	}
+	plan, err := dnscaa.NewPlan(pc)
+	if err != nil {
+		return err
+	}
+	if d.dns == nil {
+		var lines []string
+		for _, r := range append(plan.Operator(), plan.Records()...) {
+			lines = append(lines, r.String())
+		}
+		d.log.Warn("no DNS provider configured: create these records yourself", "records", strings.Join(lines, " | "))
+		return nil
+	}
+	opts := dnscaa.ApplyOptions{Zone: cfg.DNSZone, Resolver: d.resolver(), Logger: d.log.With("component", "dns")}
+	changes, err := dnscaa.Apply(ctx, d.dns, plan, opts)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, c := range changes {
+		if c.Action != dnscaa.ActionKeep {
+			n++
+		}
+	}
+	d.log.Info("DNS records in place", "records", len(plan.Records()), "changed", n)
+	if cfg.DelegationZone != "" {
+		missing, err := d.resolver().MissingOperatorRecords(ctx, plan)
+		if err != nil {
+			d.log.Warn("could not check the operator's delegation CNAMEs", "err", err)
+		}
+		for _, r := range missing {
+			d.log.Warn("delegation CNAME missing: create it in the served domain's zone", "record", r.String())
+		}
+	}
+	return nil
+}
+
+// install serves c (called at start for stored certificates and by the
+// manager, under its lock, for every new one: it must not call the manager).
+func (d *daemon) install(c *acme.Certificate) {
+	d.mu.Lock()
+	d.certs[c.Domains[0]] = c
+	d.certGen++
+	certs := map[string]*tls.Certificate{}
+	primary := ""
+	for _, dom := range d.cfg.Domains {
+		if cc := d.certs[dom]; cc != nil {
+			certs[dom] = cc.TLS
+			if primary == "" {
+				primary = dom
+			}
+		}
+	}
+	err := d.store.Set(primary, certs)
+	d.mu.Unlock()
+	if err != nil {
+		d.log.Error("cannot serve certificate", "domain", c.Domains[0], "err", err)
+		return
+	}
+	d.log.Info("serving certificate", "domain", c.Domains[0], "serial", c.Leaf.SerialNumber.Text(16), "not_after", c.Leaf.NotAfter)
+	d.kickEvidence()
+	d.changed()
+}
+
+func (d *daemon) kickEvidence() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+// evidenceLoop publishes a bundle whenever the certificates or the account
+// change, retrying failed publications; the previous bundle stays served
+// meanwhile.
+func (d *daemon) evidenceLoop(ctx context.Context) {
+	wait := retryInitial
+	var retryC <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.kick:
+		case <-retryC:
+		}
+		retryC = nil
+		in, gen, pub, why := d.bundleInput()
+		if why != "" {
+			d.setProblem(stepEvidence, why)
+			continue
+		}
+		_, err := pub.Publish(ctx, in)
+		d.met.evidencePublished(err)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			d.setProblem(stepEvidence, "publishing failed (the previous bundle stays): "+err.Error())
+			d.log.Error("evidence not published; retrying", "retry_in", wait.String(), "err", err)
+			retryC = time.After(jitter(wait))
+			wait = min(wait*2, retryMax)
+			continue
+		}
+		wait = retryInitial
+		d.mu.Lock()
+		d.publishedGen, d.published = gen, time.Now()
+		d.mu.Unlock()
+		d.setProblem(stepEvidence, "")
+	}
+}
+
+// bundleInput is what the next bundle is built from, or why none can be.
+func (d *daemon) bundleInput() (evidence.BundleInput, int, *evidence.Publisher, string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case d.publisher == nil:
+		return evidence.BundleInput{}, 0, nil, "waiting for the dstack guest agent"
+	case d.account == nil:
+		return evidence.BundleInput{}, 0, nil, "waiting for the ACME account"
+	}
+	in := evidence.BundleInput{Account: d.account, Certs: map[string][]byte{}}
+	for _, dom := range d.cfg.Domains {
+		if c := d.certs[dom]; c != nil {
+			in.Certs[dom] = c.ChainPEM
+			if in.Primary == "" {
+				in.Primary = dom
+			}
+		}
+	}
+	if in.Primary == "" {
+		return evidence.BundleInput{}, 0, nil, "waiting for a certificate"
+	}
+	return in, d.certGen, d.publisher, ""
+}
+
+func (d *daemon) setProblem(step, why string) {
+	d.mu.Lock()
+	if why == "" {
+		delete(d.problems, step)
+	} else {
+		d.problems[step] = why
+	}
+	d.mu.Unlock()
+	d.changed()
+}
+
+// readiness says whether the daemon serves what it is configured to serve,
+// and lists what is wrong (also when ready: a DNS failure does not stop
+// serving).
+func (d *daemon) readiness() (bool, []string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var lines []string
+	ready := true
+	switch d.cfg.CertSource {
+	case sourceSelfSigned:
+		if d.agent == nil || d.problems[stepAgent] != "" || d.attestation.h.Load() == nil {
+			ready = false
+		}
+	case sourceACME:
+		for _, dom := range d.cfg.Domains {
+			if d.certs[dom] != nil {
+				continue
+			}
+			ready = false
+			line := "certificate " + dom + ": not obtained yet"
+			if st := d.status[dom]; st.LastError != "" {
+				line += fmt.Sprintf(" (%d failed attempts; last: %s; next attempt %s)", st.Failures, st.LastError, st.NextCheck.Format(time.RFC3339))
+			}
+			lines = append(lines, line)
+		}
+		if d.publishedGen < 0 {
+			ready = false
+			if d.problems[stepEvidence] == "" {
+				lines = append(lines, "evidence: not published yet")
+			}
+		}
+	}
+	for _, step := range []string{stepAgent, stepAccount, stepDNS, stepEvidence} {
+		if p := d.problems[step]; p != "" {
+			lines = append(lines, step+": "+p)
+		}
+	}
+	for _, dom := range d.cfg.Domains {
+		if st := d.status[dom]; d.certs[dom] != nil && st.LastError != "" {
+			lines = append(lines, fmt.Sprintf("renewal %s: %d failed attempts; last: %s", dom, st.Failures, st.LastError))
+		}
+	}
+	return ready, lines
+}
+
+// changed re-evaluates readiness; the first time the daemon is ready it says
+// so in the log and calls environment.onReady.
+func (d *daemon) changed() {
+	ready, _ := d.readiness()
+	d.mu.Lock()
+	d.ready = ready
+	d.mu.Unlock()
+	if !ready {
+		return
+	}
+	d.readyOnce.Do(func() {
+		d.log.Info("ready", "addr", d.addr.String(), "took", time.Since(d.start).Round(time.Millisecond).String())
+		if d.env.onReady != nil {
+			go d.env.onReady(d.addr)
+		}
+	})
+}
+
+// installStatic serves one certificate from files for all its names.
+func installStatic(store *proxy.CertStore, cert *tls.Certificate) error {
+	names := cert.Leaf.DNSNames
+	if len(names) == 0 && cert.Leaf.Subject.CommonName != "" {
+		names = []string{cert.Leaf.Subject.CommonName}
+	}
+	certs := make(map[string]*tls.Certificate)
+	primary := "default"
+	for i, n := range names {
+		if i == 0 {
+			primary = n
+		}
+		certs[n] = cert
+	}
+	if len(certs) == 0 {
+		certs[primary] = cert // no names (an IP certificate): served to everyone
+	}
+	if err := store.Set(primary, certs); err != nil {
+		return fmt.Errorf("using --cert: %w", err)
+	}
+	return nil
+}
+
+// sortedKeys is for stable output.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// fixedLeaf is the leaf of the static or self-signed certificate, nil with
+// ACME. Called with d.mu held or before goroutines start.
+func (d *daemon) fixedLeaf() *x509.Certificate {
+	switch {
+	case d.cfg.CertSource == sourceStatic && d.cfg.StaticCert != nil && len(d.cfg.StaticCert.Leaf.DNSNames) > 0:
+		return d.cfg.StaticCert.Leaf
+	case d.selfSigned != nil:
+		return d.selfSigned.Leaf
+	}
+	return nil
+}

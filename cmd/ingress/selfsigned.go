@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"math/big"
+	"time"
+
+	"github.com/tee-ingress/tee-ingress/evidence"
+)
+
+// selfSignedName is the certificate's name when no domain is configured:
+// clients of the self-signed mode pin the certificate (through
+// /attestation), they do not check names.
+const selfSignedName = "tee-ingress.invalid"
+
+// selfSignedLifetime: the certificate lives as long as the process (a new key
+// at every start), and the attestation, not a CA, vouches for it.
+const selfSignedLifetime = 397 * 24 * time.Hour
+
+// newSelfSigned generates a P-256 key and a self-signed certificate for names
+// (selfSignedName when there are none), inside the TEE: the key never leaves
+// this process.
+func newSelfSigned(names []string, now time.Time) (*tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generating the self-signed key: %w", err)
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, fmt.Errorf("generating a serial number: %w", err)
+	}
+	if len(names) == 0 {
+		names = []string{selfSignedName}
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: names[0], Organization: []string{"tee-ingress attested self-signed"}},
+		DNSNames:     names,
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(selfSignedLifetime),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, fmt.Errorf("creating the self-signed certificate: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// fingerprint is what /attestation binds: SHA-256 of the leaf's DER.
+func fingerprint(der []byte) [32]byte { return sha256.Sum256(der) }
+
+// identifySelfSigned finds the guest agent and serves /attestation on it.
+func (d *daemon) identifySelfSigned(ctx context.Context) error {
+	a, err := d.findAgent()
+	if err != nil {
+		return err
+	}
+	if !a.Legacy() {
+		info, err := a.Info(ctx)
+		if err != nil {
+			return err
+		}
+		d.log.Info("app identity", "app_id", fmt.Sprintf("%x", info.AppID), "instance_id", fmt.Sprintf("%x", info.InstanceID),
+			"compose_hash", fmt.Sprintf("%x", info.ComposeHash), "agent", a.Endpoint())
+	}
+	d.warnSimulator(a)
+	h, err := evidence.NewAttestationHandler(evidence.AttestationConfig{Quoter: a, CertDER: d.selfSigned.Leaf.Raw, Logger: d.log.With("component", "attestation")})
+	if err != nil {
+		return err
+	}
+	d.attestation.set(h)
+	d.changed()
+	return nil
+}
