@@ -167,8 +167,8 @@ var groups = []struct {
 		{flag: "key", env: "KEY_FILE", arg: "FILE", help: "static: private key, PEM"},
 		{flag: "challenge", env: "CHALLENGE_TYPE", def: "dns-01", arg: "TYPE", help: "dns-01 or tls-alpn-01 (answered on the listen port; no wildcards)"},
 		{flag: "acme-directory", env: "ACME_DIRECTORY", arg: "URL", help: "ACME directory (https); default Let's Encrypt production"},
-		{flag: "acme-staging", env: "ACME_STAGING", aliases: []string{"CERTBOT_STAGING"}, def: "false", help: "use Let's Encrypt staging (CERTBOT_STAGING also read)"},
-		{flag: "acme-email", env: "ACME_EMAIL", aliases: []string{"CERTBOT_EMAIL"}, arg: "ADDR", help: "optional account contact; it is published in acme-account.json (CERTBOT_EMAIL also read)"},
+		{flag: "acme-staging", env: "ACME_STAGING", aliases: []string{"CERTBOT_STAGING"}, def: "false", help: "use Let's Encrypt staging"},
+		{flag: "acme-email", env: "ACME_EMAIL", aliases: []string{"CERTBOT_EMAIL"}, arg: "ADDR", help: "optional account contact; it is published in acme-account.json"},
 		{env: "ACME_EAB_KID", arg: "KID", help: "external account binding key id, for CAs that need one"},
 		{env: "ACME_EAB_HMAC", arg: "KEY", help: "external account binding MAC key, base64url", secret: true},
 		{flag: "account-key", env: "ACME_ACCOUNT_KEY", def: "auto", arg: "SRC", help: "kms (derived from the dstack KMS: same account for every instance), file, or auto (kms when a guest agent is found)"},
@@ -229,6 +229,26 @@ Examples:
 Exit status: 0 after SIGTERM and a drain, 1 on a failure at run time, 2 on bad configuration.
 `
 
+// usageWidth is the widest line of the usage text.
+const usageWidth = 100
+
+// wrap breaks s into lines of at most width characters at spaces.
+func wrap(s string, width int) []string {
+	var lines []string
+	line := ""
+	for _, w := range strings.Fields(s) {
+		if line != "" && len(line)+1+len(w) > width {
+			lines = append(lines, line)
+			line = ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += w
+	}
+	return append(lines, line)
+}
+
 func usageText() string {
 	var b strings.Builder
 	b.WriteString(usageHead)
@@ -256,21 +276,32 @@ func usageText() string {
 			if len(meta) > 0 {
 				help += " [" + strings.Join(meta, ", ") + "]"
 			}
+			lines := wrap(help, usageWidth-26)
 			if len(left) >= 26 {
-				fmt.Fprintf(&b, "%s\n%26s%s\n", left, "", help)
+				fmt.Fprintf(&b, "%s\n", left)
 			} else {
-				fmt.Fprintf(&b, "%-26s%s\n", left, help)
+				fmt.Fprintf(&b, "%-26s%s\n", left, lines[0])
+				lines = lines[1:]
+			}
+			for _, l := range lines {
+				fmt.Fprintf(&b, "%26s%s\n", "", l)
 			}
 		}
 	}
 	var creds strings.Builder
 	for _, p := range dnscaa.Providers() {
 		req, opt := dnscaa.ProviderVariables(p)
-		fmt.Fprintf(&creds, "  %-12s%s", p, strings.Join(req, " "))
+		text := strings.Join(req, " ")
 		if len(opt) > 0 {
-			fmt.Fprintf(&creds, " (optional: %s)", strings.Join(opt, " "))
+			text += " (optional: " + strings.Join(opt, " ") + ")"
 		}
-		creds.WriteString("\n")
+		for i, l := range wrap(text, usageWidth-14) {
+			if i == 0 {
+				fmt.Fprintf(&creds, "  %-12s%s\n", p, l)
+			} else {
+				fmt.Fprintf(&creds, "%14s%s\n", "", l)
+			}
+		}
 	}
 	fmt.Fprintf(&b, usageTail, creds.String())
 	return b.String()
@@ -522,6 +553,13 @@ func parseProxy(s *settings, c *Config) error {
 	m, err := proxy.ParseMode(strings.ToLower(mode))
 	if err != nil {
 		return bad(src, mode, "tcp or http")
+	}
+	if cs, _ := s.get("cert-source"); strings.EqualFold(cs, sourceSelfSigned) {
+		// /attestation is answered by an HTTP server on the TLS port.
+		if s.given("mode") && m != proxy.ModeHTTP {
+			return configErrorf("%s=%s: CERT_SOURCE=self-signed serves HTTP only (GET /attestation shares the port): use PROXY_MODE=http or leave it unset", src, mode)
+		}
+		m = proxy.ModeHTTP
 	}
 	c.Mode = m
 	if m == proxy.ModeHTTP && c.Default.Scheme == proxy.SchemeTCP {

@@ -78,6 +78,7 @@ type daemon struct {
 	evidenceHandler lazyHandler
 	attestation     lazyHandler
 	kick            chan struct{} // wakes the evidence loop; buffered, coalescing
+	statusKick      chan struct{} // wakes refreshStatus; buffered, coalescing
 
 	mu            sync.Mutex
 	agent         *evidence.Agent
@@ -90,6 +91,7 @@ type daemon struct {
 	problems      map[string]string            // step -> what is wrong now
 	certGen       int                          // bumped by every certificate change
 	publishedGen  int                          // certGen of the last published bundle, -1 before the first
+	publishedAll  bool                         // the last published bundle holds every configured domain
 	published     time.Time
 	ready         bool
 	readyOnce     sync.Once
@@ -155,19 +157,21 @@ func runDaemon(ctx context.Context, cfg *Config, log *slog.Logger, env environme
 		ConnectTimeout: cfg.ConnectTimeout, ClientTimeout: cfg.ClientTimeout, ServerTimeout: cfg.ServerTimeout,
 		Logger: log.With("component", "proxy"),
 	}
-	switch {
-	case cfg.CertSource == sourceSelfSigned:
-		pc.Evidence = &d.attestation
-	case cfg.CertSource == sourceACME && cfg.EvidenceServer:
+	if cfg.CertSource == sourceACME && cfg.EvidenceServer {
 		pc.Evidence = &d.evidenceHandler
 	}
-	srv, err := proxy.New(pc)
-	if err != nil {
-		ln.Close()
-		log.Error("cannot start the proxy", "err", err)
-		return 1
+	var srv servingFront
+	if cfg.CertSource == sourceSelfSigned {
+		srv = newAttestFront(cfg, d.selfSigned, &d.attestation, log.With("component", "front"))
+	} else {
+		ps, err := proxy.New(pc)
+		if err != nil {
+			ln.Close()
+			log.Error("cannot start the proxy", "err", err)
+			return 1
+		}
+		d.srv, srv = ps, ps
 	}
-	d.srv = srv
 	var msrv *http.Server
 	mserved := make(chan error, 1)
 	if cfg.MetricsListen != "" {
@@ -489,6 +493,7 @@ func (d *daemon) refreshStatus(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-d.statusKick:
 		}
 	}
 }
@@ -657,6 +662,10 @@ func (d *daemon) install(c *acme.Certificate) {
 	}
 	d.log.Info("serving certificate", "domain", c.Domains[0], "serial", c.Leaf.SerialNumber.Text(16), "not_after", c.Leaf.NotAfter)
 	d.kickEvidence()
+	select {
+	case d.statusKick <- struct{}{}:
+	default:
+	}
 	d.changed()
 }
 
@@ -682,6 +691,7 @@ func (d *daemon) evidenceLoop(ctx context.Context) {
 		}
 		retryC = nil
 		in, gen, pub, why := d.bundleInput()
+		all := len(in.Certs) == len(d.cfg.Domains)
 		if why != "" {
 			d.setProblem(stepEvidence, why)
 			continue
@@ -700,7 +710,7 @@ func (d *daemon) evidenceLoop(ctx context.Context) {
 		}
 		wait = retryInitial
 		d.mu.Lock()
-		d.publishedGen, d.published = gen, time.Now()
+		d.publishedGen, d.published, d.publishedAll = gen, time.Now(), all
 		d.mu.Unlock()
 		d.setProblem(stepEvidence, "")
 	}
@@ -767,10 +777,10 @@ func (d *daemon) readiness() (bool, []string) {
 			}
 			lines = append(lines, line)
 		}
-		if d.publishedGen < 0 {
+		if !d.publishedAll {
 			ready = false
 			if d.problems[stepEvidence] == "" {
-				lines = append(lines, "evidence: not published yet")
+				lines = append(lines, "evidence: not published yet for every domain")
 			}
 		}
 	}

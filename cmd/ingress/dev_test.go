@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDev runs `ingress --dev`, waits for it to say it is ready, and runs
+// the verify command it printed, which must pass; the curl line must reach
+// the demo backend.
+func TestDev(t *testing.T) {
+	bin, verifycli := binaries(t)
+	state := filepath.Join(t.TempDir(), "dev")
+	// A developer's real credentials in the environment must not matter:
+	// dev mode reads no environment.
+	p := startIngress(t, bin, map[string]string{"CLOUDFLARE_API_TOKEN": "real-token-must-be-ignored", "DOMAIN": "example.com"},
+		"--dev", "--listen", "127.0.0.1:0", "--state-dir", state)
+	waitFor(t, "the ready line", 60*time.Second, func() bool {
+		if p.exited() {
+			t.Fatalf("ingress --dev exited:\n%s", p.logs())
+		}
+		return strings.Contains(p.stdout.String(), "\nready\n")
+	}, p.logs)
+	out := p.stdout.String()
+	if !strings.Contains(p.stderr.String(), "THIS IS NOT A TEE") {
+		t.Fatalf("no NOT A TEE banner:\n%s", p.stderr.String())
+	}
+	verify := regexp.MustCompile(`(?m)^verify: (.*)$`).FindStringSubmatch(out)
+	curl := regexp.MustCompile(`(?m)^(curl .*)$`).FindStringSubmatch(out)
+	if verify == nil || curl == nil {
+		t.Fatalf("no verify: or curl line in:\n%s", out)
+	}
+	if !strings.HasPrefix(verify[1], verifycli+" domain https://app.ingress.test --connect 127.0.0.1:") ||
+		!strings.Contains(verify[1], "--ca-file "+filepath.Join(state, devCAFile)) {
+		t.Fatalf("verify command %q: want the verifycli beside the binary and the trust files in the state dir", verify[1])
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := exec.CommandContext(ctx, "sh", "-c", verify[1]).CombinedOutput()
+	if err != nil || !strings.Contains(string(res), "result: PASS") {
+		t.Fatalf("the printed verify command failed (%v):\n%s", err, res)
+	}
+	if _, err := exec.LookPath("curl"); err == nil {
+		res, err := exec.CommandContext(ctx, "sh", "-c", curl[1]+" -sS --max-time 20").CombinedOutput()
+		if err != nil || !strings.HasPrefix(string(res), "hello from the tee-ingress demo backend") {
+			t.Fatalf("the printed curl command failed (%v):\n%s", err, res)
+		}
+	} else {
+		t.Log("curl not installed: the curl line is not run")
+	}
+	for _, f := range []string{devCAFile, devTDXRootFile, devDNSFile, "evidences/sha256sum.txt"} {
+		if !fileExists(filepath.Join(state, f)) {
+			t.Errorf("dev state dir lacks %s", f)
+		}
+	}
+	if code := p.stop(); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, p.logs())
+	}
+}
