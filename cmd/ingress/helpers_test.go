@@ -425,3 +425,5 @@ func fileExists(p string) bool {
 	_, err := os.Lstat(p)
 	return err == nil
 }
+
+func regexpMust(s string) *regexp.Regexp { return regexp.MustCompile(s) }
