@@ -43,9 +43,11 @@ func TestDNSProviderDownWithStoredCertificate(t *testing.T) {
 	if string(servedLeaf(t, addr, "app.ingress.test", w)) != string(first) {
 		t.Fatal("the stored certificate is not the one served")
 	}
-	if _, body := get(t, w.client(addr), "https://app.ingress.test/"); !strings.HasPrefix(body, "app ") {
+	c := w.client(addr)
+	if _, body := get(t, c, "https://app.ingress.test/"); !strings.HasPrefix(body, "app ") {
 		t.Fatalf("backend: %q", body)
 	}
+	c.CloseIdleConnections() // tcp mode: an idle keep-alive connection would hold the drain
 	verifyEvidence(t, w, addr, "app."+testZone)
 	p.waitLog(regexpMust(`msg="DNS records not written; retrying`), 10*time.Second)
 	code, body := readyz(t, maddr)
@@ -122,9 +124,11 @@ func TestFailingDomainDoesNotBlockOthers(t *testing.T) {
 	waitFor(t, "a certificate for app.ingress.test", 30*time.Second, func() bool {
 		return strings.Contains(p.stderr.String(), `msg="serving certificate" domain=app.ingress.test`)
 	}, p.logs)
-	if _, body := get(t, w.client(addr), "https://app.ingress.test/"); !strings.HasPrefix(body, "app ") {
+	c := w.client(addr)
+	if _, body := get(t, c, "https://app.ingress.test/"); !strings.HasPrefix(body, "app ") {
 		t.Fatalf("the healthy domain: %q", body)
 	}
+	c.CloseIdleConnections() // tcp mode: an idle keep-alive connection would hold the drain
 	var body string
 	waitFor(t, "/readyz to name the failing domain", 10*time.Second, func() bool {
 		var code int

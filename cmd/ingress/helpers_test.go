@@ -142,7 +142,7 @@ func startIngress(t testing.TB, bin string, env map[string]string, args ...strin
 			cmd.Process.Kill()
 			<-p.done
 		}
-		if t.Failed() {
+		if t.Failed() || os.Getenv("INGRESS_TEST_LOGS") != "" {
 			t.Logf("ingress stderr:\n%s", p.stderr.String())
 		}
 	})

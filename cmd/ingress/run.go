@@ -228,13 +228,15 @@ func runDaemon(ctx context.Context, cfg *Config, log *slog.Logger, env environme
 	// their own timeouts, and by the drain deadline here.
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
+	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer wcancel()
 	select {
 	case <-done:
-	case <-dctx.Done():
+	case <-wctx.Done():
 		log.Warn("a certificate or DNS operation is still in flight at exit; it is abandoned")
 	}
 	if msrv != nil {
-		msrv.Shutdown(dctx)
+		msrv.Shutdown(wctx)
 		<-mserved
 	}
 	log.Info("stopped")
