@@ -150,7 +150,7 @@ var groups = []struct {
 		{flag: "domain", env: "DOMAIN", arg: "NAME", help: "primary domain; *.example.com allowed with dns-01"},
 		{flag: "domains", env: "DOMAINS", arg: "LIST", help: "more domains, one per line or comma-separated; # starts a comment"},
 		{flag: "target", env: "TARGET_ENDPOINT", arg: "URL", help: "default backend host:port; http://, https://, grpc://, h2c://, tcp:// prefixes accepted"},
-		{flag: "routing-map", env: "ROUTING_MAP", arg: "MAP", help: "per-domain backends, domain=host:port per line or comma; *.example.com keys match one label"},
+		{flag: "routing-map", env: "ROUTING_MAP", arg: "MAP", help: "per-domain backends, domain=host:port per line or comma; *.example.com keys match one label; with CERT_SOURCE=acme every key must be a configured domain or under a wildcard one"},
 		{flag: "listen", env: "PORT", def: ":443", arg: "ADDR", help: "listen address; PORT=n means :n"},
 		{flag: "mode", env: "PROXY_MODE", def: "tcp", arg: "MODE", help: "tcp (L4, any protocol) or http (L7: h1, h2, websockets, gRPC)"},
 		{flag: "alpn", env: "ALPN", arg: "LIST", help: "ALPN protocols offered, comma-separated (tcp mode: the backend must speak them)"},

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -380,6 +381,59 @@ func TestShellQuote(t *testing.T) {
 	for in, want := range map[string]string{"/tmp/a-b_c.pem": "/tmp/a-b_c.pem", "/tmp/a b": "'/tmp/a b'", "it's": `'it'\''s'`, "": "''"} {
 		if got := shellQuote(in); got != want {
 			t.Errorf("shellQuote(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// FuzzParseConfig: any value of any variable is accepted or refused with one
+// line, never a panic, and a refusal never contains the value of a secret.
+func FuzzParseConfig(f *testing.F) {
+	f.Add("ROUTING_MAP", "a.example.com=b:1\n*.example.com=c:2")
+	f.Add("TIMEOUT_CLIENT", "1d")
+	f.Add("DOMAINS", "# c\nx.example.com,,y.example.com")
+	f.Add("PORT", "0")
+	f.Add("CLOUDFLARE_API_TOKEN", "tok en")
+	f.Add("ACME_EAB_HMAC", "====")
+	f.Add("DNS_RESOLVERS", "[::1]:53,1.1.1.1")
+	f.Fuzz(func(t *testing.T, name, value string) {
+		env := map[string]string{"DOMAIN": "app.example.com", "TARGET_ENDPOINT": "app:80", "CLOUDFLARE_API_TOKEN": "fuzz-token-xyz", "ACME_EAB_KID": "k", "ACME_EAB_HMAC": "c2VjcmV0"}
+		env[name] = value
+		_, err := parseConfig(nil, lookupMap(env))
+		if err == nil {
+			return
+		}
+		if _, ok := err.(*configError); !ok {
+			t.Fatalf("%s=%q: error of type %T: %v", name, value, err, err)
+		}
+		msg := err.Error()
+		if strings.Contains(msg, "\n") {
+			t.Fatalf("%s=%q: multi-line error %q", name, value, msg)
+		}
+		if (name == "CLOUDFLARE_API_TOKEN" || name == "ACME_EAB_HMAC") && len(value) >= 6 && strings.Contains(msg, strings.TrimSpace(value)) {
+			t.Fatalf("%s=%q: the error echoes the secret: %q", name, value, msg)
+		}
+	})
+}
+
+// TestJSONLogs: LOG_FORMAT=json writes one JSON object per line.
+func TestJSONLogs(t *testing.T) {
+	cert, key, _ := selfSignedFiles(t, "app.test")
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &lockedBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"--cert-source", "static", "--cert", cert, "--key", key, "--listen", "127.0.0.1:0", "--target", "127.0.0.1:9"},
+			lookupMap(map[string]string{"LOG_FORMAT": "json"}), &bytes.Buffer{}, logs)
+	}()
+	waitFor(t, "a listening line", 20*time.Second, func() bool { return strings.Contains(logs.String(), `"msg":"listening"`) }, logs.String)
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var v map[string]any
+		if err := json.Unmarshal([]byte(line), &v); err != nil || v["msg"] == nil || v["level"] == nil {
+			t.Fatalf("not a JSON log line: %q", line)
 		}
 	}
 }

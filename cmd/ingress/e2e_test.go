@@ -83,6 +83,7 @@ func TestEndToEnd(t *testing.T) {
 		"GATEWAY_DOMAIN":  "_.gw.ingress.test",
 		"SET_CAA":         "true",
 		"METRICS_LISTEN":  "127.0.0.1:0",
+		"LOG_LEVEL":       "debug",
 	})
 	p := startIngress(t, bin, env, "--listen", "127.0.0.1:0")
 	addr, maddr := p.addr(), p.metricsAddr()
@@ -227,5 +228,28 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if code := p2.stop(); code != 0 {
 		t.Fatalf("exit %d", code)
+	}
+
+	// The state volume is lost: the KMS-derived account key finds the same
+	// ACME account, so the CAA pin stays valid.
+	state3 := t.TempDir()
+	env3 := w.env(state3, nil)
+	env3["TARGET_ENDPOINT"] = app.addr
+	p3 := startIngress(t, bin, env3, "--listen", "127.0.0.1:0")
+	addr3 := p3.addr()
+	p3.waitReady()
+	if pb3 := verifyEvidence(t, w, addr3, "app."+testZone); pb3.AccountURI() != pb.AccountURI() {
+		t.Fatalf("account after losing the state: %s, want the KMS-derived %s", pb3.AccountURI(), pb.AccountURI())
+	}
+	if code := p3.stop(); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, logs := range []string{p.logs(), p2.logs(), p3.logs()} {
+		if strings.Contains(logs, testToken) || strings.Contains(logs, "PRIVATE KEY") {
+			t.Fatal("a secret reached the logs")
+		}
+	}
+	if !strings.Contains(p.logs(), "level=DEBUG") {
+		t.Fatal("LOG_LEVEL=debug logged no debug line (the secret check above needs them)")
 	}
 }

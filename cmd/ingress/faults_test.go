@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,7 +38,10 @@ func TestDNSProviderDownWithStoredCertificate(t *testing.T) {
 	orders := w.ca.Orders()
 
 	var failed atomic.Int32
-	w.cf.SetFault(func(*http.Request) cfemu.Fault { failed.Add(1); return cfemu.Fault{Status: http.StatusInternalServerError} })
+	w.cf.SetFault(func(*http.Request) cfemu.Fault {
+		failed.Add(1)
+		return cfemu.Fault{Status: http.StatusInternalServerError}
+	})
 	p := startIngress(t, bin, env, "--listen", "127.0.0.1:0")
 	addr, maddr := p.addr(), p.metricsAddr()
 	p.waitReady()
@@ -117,7 +122,9 @@ func TestFailingDomainDoesNotBlockOthers(t *testing.T) {
 	bin, _ := binaries(t)
 	w := newWorld(t, acmeca.Options{})
 	be := newBackend(t, "app")
-	env := w.env(t.TempDir(), map[string]string{"TARGET_ENDPOINT": be.addr, "DOMAINS": "app.elsewhere.test", "METRICS_LISTEN": "127.0.0.1:0"})
+	state := t.TempDir()
+	env := w.env(state, map[string]string{"TARGET_ENDPOINT": be.addr, "DOMAINS": "app.elsewhere.test", "METRICS_LISTEN": "127.0.0.1:0",
+		"ACME_ACCOUNT_KEY": "file"})
 	p := startIngress(t, bin, env, "--listen", "127.0.0.1:0")
 	addr, maddr := p.addr(), p.metricsAddr()
 	p.waitLog(regexpMust(`msg="certificate attempt failed; current certificate stays in use" component=acme domain=app.elsewhere.test`), 30*time.Second)
@@ -141,6 +148,12 @@ func TestFailingDomainDoesNotBlockOthers(t *testing.T) {
 	}
 	if m := scrape(t, maddr); !strings.Contains(m, `tee_ingress_certificate_failures_total{domain="app.elsewhere.test"} 1`) {
 		t.Fatalf("failure not counted:\n%s", m)
+	}
+	// ACME_ACCOUNT_KEY=file: the key is in the state dir, readable by its
+	// owner only.
+	fi, err := os.Stat(filepath.Join(state, "letsencrypt", "tee-ingress", "account-key.pem"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("account key file: %v %v", fi, err)
 	}
 	if code := p.stop(); code != 0 {
 		t.Fatalf("exit %d", code)

@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,8 +54,9 @@ type environment struct {
 	// dnsProvider replaces the provider built from the configuration. Nil:
 	// built from DNS_PROVIDER and its credentials.
 	dnsProvider func(logger *slog.Logger) (*dnscaa.Client, error)
-	// onReady is called once, from its own goroutine, when the daemon first
-	// becomes ready, with the address it listens on. Nil: nothing.
+	// onReady is called once when the daemon first becomes ready, with the
+	// address it listens on; it must return quickly (it may run under the
+	// certificate manager's lock). Nil: nothing.
 	onReady func(addr *net.TCPAddr)
 }
 
@@ -73,6 +73,9 @@ type daemon struct {
 	addr  *net.TCPAddr
 	mgr   *acme.Manager
 	dns   *dnscaa.Client // nil: no DNS provider
+	// dnsMu serialises the record writes of applyDNS and of the CAA pin
+	// before each order: both read, compare and write the same names.
+	dnsMu sync.Mutex
 	start time.Time
 
 	evidenceHandler lazyHandler
@@ -308,8 +311,8 @@ func (d *daemon) prepare() error {
 		}
 	}
 	if cfg.SetCAA {
-		caa = &dnscaa.Pinner{Provider: d.dns, DelegationZone: cfg.DelegationZone,
-			Apply: dnscaa.ApplyOptions{Zone: cfg.DNSZone, Resolver: resolver, Logger: d.log.With("component", "dns")}}
+		caa = &lockedPinner{mu: &d.dnsMu, p: &dnscaa.Pinner{Provider: d.dns, DelegationZone: cfg.DelegationZone,
+			Apply: dnscaa.ApplyOptions{Zone: cfg.DNSZone, Resolver: resolver, Logger: d.log.With("component", "dns")}}}
 	}
 	keys, desc := d.accountKeys()
 	d.log.Info("ACME account key", "source", desc)
@@ -358,6 +361,20 @@ func (d *daemon) accountKeys() (acme.KeySource, string) {
 	}
 	path := filepath.Join(d.cfg.StateDir, "tee-ingress", "account-key.pem")
 	return &acme.FileKeySource{Path: path}, "file " + path
+}
+
+// lockedPinner pins CAA under the daemon's DNS write lock.
+type lockedPinner struct {
+	mu *sync.Mutex
+	p  acme.CAAPinner
+}
+
+var _ acme.CAAPinner = (*lockedPinner)(nil)
+
+func (l *lockedPinner) PinCAA(ctx context.Context, domains []string, issuer, accountURI, method string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.p.PinCAA(ctx, domains, issuer, accountURI, method)
 }
 
 // kmsKeys is evidence.KMSKeySource over an agent that may be found after
@@ -617,7 +634,9 @@ func (d *daemon) applyDNS(ctx context.Context) error {
 		return nil
 	}
 	opts := dnscaa.ApplyOptions{Zone: cfg.DNSZone, Resolver: d.resolver(), Logger: d.log.With("component", "dns")}
+	d.dnsMu.Lock()
 	changes, err := dnscaa.Apply(ctx, d.dns, plan, opts)
+	d.dnsMu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -812,7 +831,7 @@ func (d *daemon) changed() {
 	d.readyOnce.Do(func() {
 		d.log.Info("ready", "addr", d.addr.String(), "took", time.Since(d.start).Round(time.Millisecond).String())
 		if d.env.onReady != nil {
-			go d.env.onReady(d.addr)
+			d.env.onReady(d.addr)
 		}
 	})
 }
@@ -838,16 +857,6 @@ func installStatic(store *proxy.CertStore, cert *tls.Certificate) error {
 		return fmt.Errorf("using --cert: %w", err)
 	}
 	return nil
-}
-
-// sortedKeys is for stable output.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // fixedLeaf is the leaf of the static or self-signed certificate, nil with
