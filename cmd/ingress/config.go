@@ -128,6 +128,38 @@ type Config struct {
 	LogLevel string
 	// SimulatorEndpoint is DSTACK_SIMULATOR_ENDPOINT ("" = the real agent).
 	SimulatorEndpoint string
+	// Warnings are logged at start: dstack-ingress variables that are set
+	// but have no effect here.
+	Warnings []string
+}
+
+// ignoredVars are dstack-ingress settings with no equivalent here, with what
+// to do instead. Setting one is worth a warning, not a refusal: the
+// behaviour they tuned is built in or not needed.
+var ignoredVars = []struct{ name, why string }{
+	{"ALIAS_DOMAIN", "not supported: list the alias in DOMAINS (it gets its own certificate)"},
+	{"ROUTE53_INITIAL_WEIGHT", "weighted Route 53 records are not supported"},
+	{"DNS_SETUP_MODE", "records the ingress cannot write are logged at start; it does not wait for them"},
+	{"DNS_SETUP_TIMEOUT", "not needed"},
+	{"DNS_SETUP_INTERVAL", "not needed"},
+	{"DNS_WEBHOOK_URL", "webhooks are not supported"},
+	{"DNS_WEBHOOK_TOKEN", "webhooks are not supported"},
+	{"DOH_RESOLVERS", "use DNS_RESOLVERS (host:port DNS servers)"},
+	{"TLSALPN_PORT", "tls-alpn-01 is answered on the listen port itself"},
+	{"TLS_TERMINATE_PORT", "tls-alpn-01 is answered on the listen port itself"},
+	{"RENEW_INTERVAL", "renewal follows the CA's ARI window, rechecked every six hours"},
+	{"DNS_SETTLE_SECONDS", "propagation is polled, not waited for"},
+	{"DELEGATION_PROPAGATION_SECONDS", "propagation is polled, not waited for"},
+	{"CERTBOT_TIMEOUT", "every CA and DNS call has its own deadline"},
+	{"EVIDENCE_PORT", "evidence is served on the TLS port by the ingress itself (EVIDENCE_SERVER)"},
+	{"DETERMINISTIC_TLS_KEY", "certificate keys are generated inside the TEE; the ACME account key is KMS-derived (ACME_ACCOUNT_KEY)"},
+	{"CLIENT_MAX_BODY_SIZE", "not an L7 proxy setting here"},
+	{"PROXY_READ_TIMEOUT", "use TIMEOUT_SERVER"},
+	{"PROXY_SEND_TIMEOUT", "use TIMEOUT_CLIENT"},
+	{"PROXY_CONNECT_TIMEOUT", "use TIMEOUT_CONNECT"},
+	{"PROXY_BUFFER_SIZE", "not needed"},
+	{"PROXY_BUFFERS", "not needed"},
+	{"PROXY_BUSY_BUFFERS_SIZE", "not needed"},
 }
 
 // option is one setting: a flag, an environment variable, or both.
@@ -457,6 +489,17 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*Config, er
 	}
 	if err := checkBackends(c); err != nil {
 		return nil, err
+	}
+	// dstack-ingress renamed ACME_CHALLENGE_ALIAS to DELEGATION_ZONE; a
+	// deployment still setting the old name expects its records to stay
+	// out of the served zone, so it is refused rather than ignored.
+	if v, ok := lookup("ACME_CHALLENGE_ALIAS"); ok && strings.TrimSpace(v) != "" && c.DelegationZone == "" {
+		return nil, configErrorf("ACME_CHALLENGE_ALIAS=%q is the old name of DELEGATION_ZONE: rename it (records would otherwise go into the served domain's zone)", v)
+	}
+	for _, iv := range ignoredVars {
+		if v, ok := lookup(iv.name); ok && strings.TrimSpace(v) != "" {
+			c.Warnings = append(c.Warnings, iv.name+" is set but has no effect: "+iv.why)
+		}
 	}
 	return c, nil
 }

@@ -93,6 +93,7 @@ func TestConfigErrorsBinary(t *testing.T) {
 		{"flag wins over env", map[string]string{"PROXY_MODE": "http"}, []string{"--mode", "l7"}, []string{"--mode=\"l7\""}},
 		{"dev with a domain", nil, []string{"--dev", "--domain", "x.example.com"}, []string{"--domain cannot be used with --dev"}},
 		{"stray argument", nil, []string{"serve"}, []string{"unexpected argument \"serve\""}},
+		{"old delegation name", map[string]string{"ACME_CHALLENGE_ALIAS": "deleg.example.net"}, nil, []string{"ACME_CHALLENGE_ALIAS=\"deleg.example.net\"", "DELEGATION_ZONE"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := map[string]string{}
@@ -205,6 +206,11 @@ func TestParseConfig(t *testing.T) {
 		{"dev flags", map[string]string{"DOMAIN": "ignored"}, []string{"--dev", "--listen", "127.0.0.1:0", "--mode=http"}, func(t *testing.T, c *Config) {
 			if !c.Dev || !reflect.DeepEqual(c.DevArgs, []string{"--listen=127.0.0.1:0", "--mode=http"}) {
 				t.Fatalf("%+v", c)
+			}
+		}},
+		{"dstack-ingress settings without effect", map[string]string{"ALIAS_DOMAIN": "www.example.com", "DNS_SETTLE_SECONDS": "30"}, nil, func(t *testing.T, c *Config) {
+			if len(c.Warnings) != 2 || !strings.HasPrefix(c.Warnings[0], "ALIAS_DOMAIN is set but has no effect") {
+				t.Fatalf("%q", c.Warnings)
 			}
 		}},
 		{"bool flag alone", nil, []string{"--set-caa"}, func(t *testing.T, c *Config) {

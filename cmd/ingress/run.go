@@ -136,6 +136,9 @@ func runDaemon(ctx context.Context, cfg *Config, log *slog.Logger, env environme
 		publishedGen:  -1,
 		failureTotals: map[string]int{},
 	}
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
 	d.evidenceHandler.what = "evidence"
 	d.attestation.what = "attestation"
 	d.met = newMetrics(d)
