@@ -231,7 +231,7 @@ func runDaemon(ctx context.Context, cfg *Config, log *slog.Logger, env environme
 	}
 	// The lifecycle goroutines stop at once, except inside a CA or DNS call
 	// already under way (lego's calls take no context); those are bounded by
-	// their own timeouts, and by the drain deadline here.
+	// their own timeouts, and waited for five seconds at most here.
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
