@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"debug/elf"
+	"errors"
 	"go/parser"
 	"go/token"
 	"io/fs"
@@ -101,7 +102,7 @@ func TestDockerfilePinsBaseImagesByDigest(t *testing.T) {
 			t.Errorf("base image %s is not pinned by digest (want image:tag@sha256:<64 hex>)", m[1])
 		}
 	}
-	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "-buildvcs=false", "-buildid=", "./cmd/ingress", "./verifycli"} {
+	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", "-buildvcs=false", "-buildid=", "-tags nodev", "./cmd/ingress", "./verifycli"} {
 		if !bytes.Contains(data, []byte(want)) {
 			t.Errorf("Dockerfile build lacks %q", want)
 		}
@@ -110,7 +111,7 @@ func TestDockerfilePinsBaseImagesByDigest(t *testing.T) {
 
 // TestBuildIsReproducibleAndStatic builds the ingress as the Dockerfile does,
 // from the repository and from a copy at another path, and requires the same
-// bytes, and a static binary (no ELF interpreter).
+// bytes, a static binary (no ELF interpreter), and no --dev in it.
 func TestBuildIsReproducibleAndStatic(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary twice")
@@ -143,7 +144,7 @@ func TestBuildIsReproducibleAndStatic(t *testing.T) {
 		t.Fatal(err)
 	}
 	build := func(src, dst string) [32]byte {
-		cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid=", "-o", dst, "./cmd/ingress")
+		cmd := exec.Command("go", "build", "-tags", "nodev", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid=", "-o", dst, "./cmd/ingress")
 		cmd.Dir = src
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -172,6 +173,16 @@ func TestBuildIsReproducibleAndStatic(t *testing.T) {
 		}
 	}
 	t.Logf("ingress binary sha256 %x", a)
+
+	// The image's build has no --dev, and says how to get it.
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, "--dev")
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(stderr.String(), "--dev is not in this build") {
+		t.Fatalf("production build with --dev: %v, stderr %q; want exit 2 naming the nodev build", err, stderr.String())
+	}
 }
 
 // TestComposeExamplesMountWhatDstackNeeds: the guest agent's socket, the
