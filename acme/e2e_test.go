@@ -572,3 +572,29 @@ func TestReadersDoNotWaitForIssuance(t *testing.T) {
 		t.Fatal("issuance through a hanging DNS API succeeded")
 	}
 }
+
+// TestStoredAccountWithoutTheCA: a restart can name its account while the
+// CA is down, but only for the key the record was made with.
+func TestStoredAccountWithoutTheCA(t *testing.T) {
+	w := newWorld(t)
+	state := t.TempDir()
+	cfg := w.config(t, state)
+	if _, _, err := w.manager(t, cfg).StoredAccountJSON(context.Background()); !errors.Is(err, ErrNoStoredAccount) {
+		t.Fatalf("before any account: %v, want ErrNoStoredAccount", err)
+	}
+	online := w.manager(t, cfg)
+	want, err := online.AccountJSON(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.ca.Close()
+	got, uri, err := w.manager(t, cfg).StoredAccountJSON(context.Background())
+	if err != nil || !bytes.Equal(got, want) || uri != online.AccountURI() {
+		t.Fatalf("stored account %q %q %v, want %q", got, uri, err, want)
+	}
+	other := cfg
+	other.Keys = &FileKeySource{Path: filepath.Join(t.TempDir(), "other.key")}
+	if _, _, err := w.manager(t, other).StoredAccountJSON(context.Background()); !errors.Is(err, ErrNoStoredAccount) {
+		t.Fatalf("another key got the stored account: %v", err)
+	}
+}

@@ -3,8 +3,10 @@ package acme
 import (
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -379,11 +381,63 @@ func (m *Manager) setupLocked(ctx context.Context) error {
 	if err := writeFileAtomic(filepath.Join(m.stateAt, "account.json"), pub, 0o644); err != nil {
 		return fmt.Errorf("acme: storing account (check STATE_DIR): %w", err)
 	}
+	fp, err := keyFingerprint(key)
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(m.stateAt, "account.key.sha256"), []byte(fp+"\n"), 0o644); err != nil {
+		return fmt.Errorf("acme: storing account (check STATE_DIR): %w", err)
+	}
 	m.client, m.user = client, u
 	m.mu.Lock()
 	m.accountURI = reg.URI
 	m.mu.Unlock()
 	return nil
+}
+
+// keyFingerprint is the hex SHA-256 of the key's public SPKI DER.
+func keyFingerprint(key crypto.Signer) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return "", fmt.Errorf("acme: encoding account public key: %w", err)
+	}
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// ErrNoStoredAccount is returned by StoredAccountJSON when the state
+// directory holds no account record for the current key.
+var ErrNoStoredAccount = errors.New("no stored account for this key")
+
+// StoredAccountJSON returns the public account record (as AccountJSON) that
+// the last successful Account stored, without contacting the CA, provided it
+// belongs to the current account key. It lets a restart publish evidence
+// while the CA is unreachable; Account is still needed before any order.
+func (m *Manager) StoredAccountJSON(ctx context.Context) ([]byte, string, error) {
+	key, err := m.cfg.Keys.AccountKey(ctx)
+	if err != nil {
+		return nil, "", fmt.Errorf("acme: account key: %w", err)
+	}
+	fp, err := keyFingerprint(key)
+	if err != nil {
+		return nil, "", err
+	}
+	stored, err := os.ReadFile(filepath.Join(m.stateAt, "account.key.sha256"))
+	if errors.Is(err, fs.ErrNotExist) || err == nil && strings.TrimSpace(string(stored)) != fp {
+		return nil, "", ErrNoStoredAccount
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("acme: reading stored account: %w", err)
+	}
+	pub, err := os.ReadFile(filepath.Join(m.stateAt, "account.json"))
+	if err != nil {
+		return nil, "", fmt.Errorf("acme: reading stored account: %w", err)
+	}
+	var reg registration.Resource
+	if err := json.Unmarshal(pub, &reg); err != nil || !strings.HasPrefix(reg.URI, "https://") {
+		return nil, "", fmt.Errorf("acme: stored account %s is damaged (it is rewritten at the next contact with the CA)", filepath.Join(m.stateAt, "account.json"))
+	}
+	return pub, reg.URI, nil
 }
 
 func isAccountDoesNotExist(err error) bool {

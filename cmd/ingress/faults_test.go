@@ -77,6 +77,50 @@ func TestDNSProviderDownWithStoredCertificate(t *testing.T) {
 	}
 }
 
+// TestCADownWithStoredCertificate: a restart while the CA is unreachable
+// serves the stored certificate and publishes evidence with the stored
+// account record (the same account URI), while the account step retries.
+func TestCADownWithStoredCertificate(t *testing.T) {
+	bin, _ := binaries(t)
+	w := newWorld(t, acmeca.Options{})
+	be := newBackend(t, "app")
+	state := t.TempDir()
+	env := w.env(state, map[string]string{"TARGET_ENDPOINT": be.addr})
+	p1 := startIngress(t, bin, env, "--listen", "127.0.0.1:0")
+	addr1 := p1.addr()
+	p1.waitReady()
+	before := verifyEvidence(t, w, addr1, "app."+testZone)
+	if code := p1.stop(); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+
+	w.ca.Close()
+	p := startIngress(t, bin, env, "--listen", "127.0.0.1:0")
+	addr := p.addr()
+	p.waitLog(regexpMust(`msg="CA unreachable; publishing evidence with the stored account record"`), 20*time.Second)
+	var after *evidence.ParsedBundle
+	waitFor(t, "evidence with the stored account", 20*time.Second, func() bool {
+		c := w.client(addr)
+		defer c.CloseIdleConnections()
+		resp, err := c.Get("https://app." + testZone + "/evidences/acme-account.json")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, p.logs)
+	after = verifyEvidence(t, w, addr, "app."+testZone)
+	if after.AccountURI() != before.AccountURI() {
+		t.Fatalf("account %q after the restart, %q before", after.AccountURI(), before.AccountURI())
+	}
+	if p.exited() {
+		t.Fatal("ingress exited while the CA was down")
+	}
+	if code := p.stop(); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
+
 // TestCADown: with no certificate stored and the CA unreachable, the process
 // stays up, retries with backoff, and /readyz says why it is not ready.
 func TestCADown(t *testing.T) {

@@ -579,6 +579,19 @@ func (d *daemon) warnSimulator(a *evidence.Agent) {
 func (d *daemon) resolveAccount(ctx context.Context) error {
 	reg, err := d.mgr.Account(ctx)
 	if err != nil {
+		// The CA is unreachable: the account record stored at the last
+		// contact (checked against the current key) lets evidence for the
+		// stored certificates go out now; the retry still needs the CA.
+		d.mu.Lock()
+		have := d.account != nil
+		d.mu.Unlock()
+		if js, uri, serr := d.mgr.StoredAccountJSON(ctx); serr == nil && !have {
+			d.mu.Lock()
+			d.account, d.accountURI = js, uri
+			d.mu.Unlock()
+			d.log.Warn("CA unreachable; publishing evidence with the stored account record", "uri", uri, "err", err)
+			d.kickEvidence()
+		}
 		return err
 	}
 	js, err := d.mgr.AccountJSON(ctx)
