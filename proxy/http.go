@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"net/url"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -70,6 +72,15 @@ func (s *Server) newHTTPFront() error {
 				pr.SetXForwarded()
 			},
 			Transport: tr,
+			ModifyResponse: func(resp *http.Response) error {
+				// An upgraded (101) body must stay the backend's
+				// io.ReadWriteCloser for ReverseProxy to splice it, so
+				// websocket bytes are not counted.
+				if resp.StatusCode != http.StatusSwitchingProtocols {
+					resp.Body = &countingBody{ReadCloser: resp.Body, n: &s.stats.toClients}
+				}
+				return nil
+			},
 			// Zero: ReverseProxy flushes every write of server-sent events and
 			// of responses of unknown length (streams, gRPC); others go out
 			// whole. -1 would flush headers and body of every response
@@ -181,7 +192,22 @@ func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no route for this host", http.StatusMisdirectedRequest)
 		return
 	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &countingBody{ReadCloser: r.Body, n: &s.stats.toBackends}
+	}
 	f.proxies[t].ServeHTTP(w, r)
+}
+
+// countingBody counts the bytes read through it into n.
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Uint64
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n.Add(uint64(n))
+	return n, err
 }
 
 // route picks the backend by Host (HTTP/2 clients reuse a connection for every

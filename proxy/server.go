@@ -26,11 +26,17 @@ type Stats struct {
 	BackendErrors    uint64 // backend dials that failed, backends that reset, 502 responses
 	EvidenceRequests uint64 // requests answered by the evidence handler
 	Active           int64  // client connections open now
+	// Bytes forwarded, counted as they are written: the decrypted stream in
+	// tcp mode; request and response bodies in http mode (headers are not
+	// counted). Evidence is not counted.
+	BytesToBackends uint64
+	BytesToClients  uint64
 }
 
 type counters struct {
 	accepted, refused, handshakeErrors, challenges, unrouted, backendErrors, evidence atomic.Uint64
 	active                                                                            atomic.Int64
+	toBackends, toClients                                                             atomic.Uint64
 }
 
 // Server terminates TLS and forwards to backends. Create it with New, run it with
@@ -136,6 +142,8 @@ func (s *Server) Stats() Stats {
 		BackendErrors:    s.stats.backendErrors.Load(),
 		EvidenceRequests: s.stats.evidence.Load(),
 		Active:           s.stats.active.Load(),
+		BytesToBackends:  s.stats.toBackends.Load(),
+		BytesToClients:   s.stats.toClients.Load(),
 	}
 }
 

@@ -511,15 +511,19 @@ func (x *tcpSession) writeClient(p []byte) error {
 		x.clientWD = now
 	}
 	if len(p) <= bufSize {
-		_, err := x.tc.Write(p)
+		n, err := x.tc.Write(p)
+		x.s.stats.toClients.Add(uint64(n))
 		return err
 	}
 	// More than one record: crypto/tls writes each record with its own
 	// syscall; gather them and send them at once.
 	x.client.startGather()
-	_, err := x.tc.Write(p)
+	n, err := x.tc.Write(p)
 	if ferr := x.client.flushGather(); err == nil {
 		err = ferr
+	}
+	if err == nil {
+		x.s.stats.toClients.Add(uint64(n))
 	}
 	return err
 }
@@ -546,12 +550,14 @@ func (x *tcpSession) writeBackend(p []byte) error {
 		x.back.SetWriteDeadline(time.Now().Add(x.s.cfg.ServerTimeout))
 		x.backWD = now
 	}
+	var n int
 	var err error
 	if x.backIO != nil {
-		_, err = x.backIO.Write(p)
+		n, err = x.backIO.Write(p)
 	} else {
-		_, err = x.back.Write(p)
+		n, err = x.back.Write(p)
 	}
+	x.s.stats.toBackends.Add(uint64(n))
 	return err
 }
 

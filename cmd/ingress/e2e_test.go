@@ -152,6 +152,12 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
+	for _, dir := range []string{"to_backend", "to_client"} {
+		re := regexpMust(`tee_ingress_forwarded_bytes_total\{direction="` + dir + `"\} ([0-9.e+]+)`)
+		if mm := re.FindStringSubmatch(m); mm == nil || mm[1] == "0" {
+			t.Errorf("forwarded bytes %s: %v, want a positive count after requests through the backend", dir, mm)
+		}
+	}
 	if code, body := readyz(t, maddr); code != 200 || body != "ready\n" {
 		t.Errorf("/readyz: %d %q", code, body)
 	}

@@ -192,12 +192,13 @@ var (
 	descUnrouted   = prometheus.NewDesc("tee_ingress_unrouted_total", "Connections or requests for a name with no route and no default backend.", nil, nil)
 	descBackendErr = prometheus.NewDesc("tee_ingress_backend_errors_total", "Backend dials that failed, backends that reset, 502 answers.", nil, nil)
 	descEvidReqs   = prometheus.NewDesc("tee_ingress_evidence_requests_total", "Requests answered by the /evidences/ (or /attestation) handler.", nil, nil)
+	descBytes      = prometheus.NewDesc("tee_ingress_forwarded_bytes_total", "Bytes forwarded: the decrypted stream in tcp mode, request and response bodies in http mode.", []string{"direction"}, nil)
 )
 
 func (stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descInfo, descReady, descStepOK, descExpiry, descRenewals, descFailures, descConsecutive,
 		descRateLimited, descNextCheck, descPublished, descAccepted, descRefused, descActive, descHandshake, descChallenges,
-		descUnrouted, descBackendErr, descEvidReqs} {
+		descUnrouted, descBackendErr, descEvidReqs, descBytes} {
 		ch <- d
 	}
 }
@@ -266,6 +267,8 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descUnrouted, float64(s.Unrouted))
 	counter(descBackendErr, float64(s.BackendErrors))
 	counter(descEvidReqs, float64(s.EvidenceRequests))
+	counter(descBytes, float64(s.BytesToBackends), "to_backend")
+	counter(descBytes, float64(s.BytesToClients), "to_client")
 }
 
 func b2f(b bool) float64 {
