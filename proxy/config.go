@@ -77,10 +77,17 @@ type Config struct {
 	// goes to Default.
 	Routes []Route
 
-	// Evidence serves /evidences and everything under /evidences/. In tcp mode
-	// only HTTP/1.x requests are recognised (see the package comment). Nil: no
-	// path is special and everything goes to the backend.
+	// Evidence serves /evidences and everything under /evidences/ (or the
+	// roots in LocalPaths). In tcp mode only HTTP/1.x requests are
+	// recognised (see the package comment). Nil: no path is special and
+	// everything goes to the backend.
 	Evidence http.Handler
+
+	// LocalPaths are the path roots Evidence answers, each one segment like
+	// "/evidences" or "/attestation". Nil: just "/evidences". Every other
+	// path belongs to the backend, so list only what the ingress itself
+	// must answer.
+	LocalPaths []string
 
 	// ALPN lists the protocols offered in the TLS handshake. In tcp mode the
 	// backend must speak what is negotiated; nil offers none, so HTTP clients fall
@@ -139,6 +146,14 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Default.IsZero() && len(c.Routes) == 0 {
 		return c, errors.New("config: no backend: set Default (TARGET_ENDPOINT) or Routes (ROUTING_MAP)")
+	}
+	for _, r := range c.LocalPaths {
+		if err := checkLocalRoot(r); err != nil {
+			return c, fmt.Errorf("config: LocalPaths: %w", err)
+		}
+	}
+	if len(c.LocalPaths) > 0 && c.Evidence == nil {
+		return c, errors.New("config: LocalPaths set without Evidence: nothing would answer them")
 	}
 	type namedTarget struct {
 		field string

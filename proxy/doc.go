@@ -26,6 +26,10 @@
 // connections and every phase of a connection with timeouts, and drain
 // gracefully on Shutdown.
 //
+// The paths answered in-process are /evidences by default; Config.LocalPaths
+// replaces them (the attested self-signed mode answers /attestation), in both
+// modes, with the same first-bytes decision in tcp mode.
+//
 // Limits of tcp mode, by design: once a connection has been handed to the
 // backend it stays there (an evidence request later on the same keep-alive
 // connection reaches the backend); a client that sends a strict prefix of an

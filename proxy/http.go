@@ -181,7 +181,7 @@ func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := f.s
 	s.handlers.Add(1)
 	defer s.handlers.Add(-1)
-	if s.cfg.Evidence != nil && isEvidencePath(r.URL.Path) {
+	if s.cfg.Evidence != nil && s.local.match(r.URL.Path) {
 		s.stats.evidence.Add(1)
 		s.cfg.Evidence.ServeHTTP(w, r)
 		return

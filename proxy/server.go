@@ -43,6 +43,7 @@ type counters struct {
 // Serve, stop it with Shutdown.
 type Server struct {
 	cfg     Config
+	local   localPaths // the paths cfg.Evidence answers
 	log     *slog.Logger
 	router  *router
 	tlsConf *tls.Config
@@ -79,10 +80,15 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: Routes: %w", err)
 	}
+	local := defaultLocal
+	if len(cfg.LocalPaths) > 0 {
+		local = newLocalPaths(cfg.LocalPaths)
+	}
 	s := &Server{
 		cfg:    cfg,
 		log:    cfg.Logger,
 		router: rt,
+		local:  local,
 		// No TCP keep-alive to backends: they are next to us, and the idle
 		// timeouts close what is not used.
 		dialer:    net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: -1},

@@ -1,5 +1,7 @@
 package proxy
 
+import "fmt"
+
 // sniffResult is what the first bytes of a client stream say about it.
 type sniffResult uint8
 
@@ -9,8 +11,8 @@ const (
 	sniffMore sniffResult = iota
 	// sniffBackend: the bytes diverge from every evidence request line.
 	sniffBackend
-	// sniffEvidence: the bytes start an HTTP/1.x request for /evidences,
-	// /evidences/... or /evidences?...
+	// sniffEvidence: the bytes start an HTTP/1.x request for a local path
+	// root (/evidences by default), or something under it.
 	sniffEvidence
 )
 
@@ -26,21 +28,50 @@ func (r sniffResult) String() string {
 	return "invalid"
 }
 
-// evidencePrefixes are the request-line starts served in-process. The byte that
-// follows must end the path segment (see endsSegment), so that /evidencesX still
-// reaches the backend.
-var evidencePrefixes = [...]string{"GET /evidences", "HEAD /evidences"}
+// localPaths are the path roots answered in-process (Config.LocalPaths) and
+// the request-line starts that announce them in a tcp-mode stream.
+type localPaths struct {
+	roots    []string // "/evidences"
+	prefixes []string // "GET /evidences", "HEAD /evidences"
+}
 
-// maxSniff is the most bytes sniff needs to decide.
-const maxSniff = len("HEAD /evidences") + 1
+// defaultLocal is Config.LocalPaths' zero value: the evidence bundle.
+var defaultLocal = newLocalPaths([]string{"/evidences"})
+
+func newLocalPaths(roots []string) localPaths {
+	l := localPaths{roots: roots}
+	for _, r := range roots {
+		l.prefixes = append(l.prefixes, "GET "+r, "HEAD "+r)
+	}
+	return l
+}
+
+// checkLocalRoot accepts a single path segment: "/" then letters, digits,
+// '.', '-' or '_'.
+func checkLocalRoot(r string) error {
+	if len(r) < 2 || r[0] != '/' {
+		return fmt.Errorf("%q: want a path root like /evidences", r)
+	}
+	for _, c := range r[1:] {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return fmt.Errorf("%q: want a single path segment like /evidences (letters, digits, . - _)", r)
+		}
+	}
+	return nil
+}
 
 // sniff decides from the first bytes of a client stream whether it is an
-// HTTP/1.x evidence request. It returns sniffMore only while b is a strict prefix
-// of one of the evidence request lines, so a stream that is not one is decided
-// at its first differing byte.
-func sniff(b []byte) sniffResult {
+// HTTP/1.x request for the evidence bundle (Config.LocalPaths' default).
+func sniff(b []byte) sniffResult { return defaultLocal.sniff(b) }
+
+// sniff decides from the first bytes of a client stream whether it is an
+// HTTP/1.x request for a local path. It returns sniffMore only while b is a
+// strict prefix of one of the request lines, so a stream that is not one is
+// decided at its first differing byte. The byte after the root must end the
+// path segment (see endsSegment), so that /evidencesX reaches the backend.
+func (l localPaths) sniff(b []byte) sniffResult {
 	more := false
-	for _, p := range evidencePrefixes {
+	for _, p := range l.prefixes {
 		n := min(len(b), len(p))
 		if string(b[:n]) != p[:n] {
 			continue
@@ -61,12 +92,16 @@ func sniff(b []byte) sniffResult {
 
 func endsSegment(c byte) bool { return c == '/' || c == '?' || c == ' ' }
 
-// isEvidencePath reports whether an HTTP request path is served by the evidence
-// handler: /evidences or anything under /evidences/.
-func isEvidencePath(p string) bool {
-	const root = "/evidences"
-	if len(p) < len(root) || p[:len(root)] != root {
-		return false
+// isEvidencePath reports whether an HTTP request path is the evidence root or
+// under it (Config.LocalPaths' default).
+func isEvidencePath(p string) bool { return defaultLocal.match(p) }
+
+// match reports whether an HTTP request path is one of the roots or under one.
+func (l localPaths) match(p string) bool {
+	for _, root := range l.roots {
+		if len(p) >= len(root) && p[:len(root)] == root && (len(p) == len(root) || p[len(root)] == '/') {
+			return true
+		}
 	}
-	return len(p) == len(root) || p[len(root)] == '/'
+	return false
 }

@@ -30,9 +30,6 @@ func TestSniff(t *testing.T) {
 			t.Errorf("sniff(%q) = %v, want %v", in, got, want)
 		}
 	}
-	if maxSniff != len("HEAD /evidences/") {
-		t.Fatalf("maxSniff %d", maxSniff)
-	}
 }
 
 func TestIsEvidencePath(t *testing.T) {
@@ -50,7 +47,7 @@ func TestIsEvidencePath(t *testing.T) {
 // complete evidence request-line starts.
 func sniffReference(b string) sniffResult {
 	var full []string
-	for _, p := range evidencePrefixes {
+	for _, p := range []string{"GET /evidences", "HEAD /evidences"} {
 		for _, end := range []string{"/", "?", " "} {
 			full = append(full, p+end)
 		}
@@ -77,7 +74,7 @@ func FuzzSniff(f *testing.F) {
 		if want := sniffReference(string(b)); got != want {
 			t.Fatalf("sniff(%q) = %v, reference says %v", b, got, want)
 		}
-		if got == sniffMore && len(b) >= maxSniff {
+		if got == sniffMore && len(b) >= len("HEAD /evidences/") {
 			t.Fatalf("sniff(%q) undecided after %d bytes", b, len(b))
 		}
 		// A decision never changes with more bytes: the proxy acts on it at once.
@@ -87,4 +84,27 @@ func FuzzSniff(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestLocalPathsConfigured(t *testing.T) {
+	l := newLocalPaths([]string{"/attestation"})
+	for in, want := range map[string]sniffResult{
+		"GET /attestation?nonce=ab HTTP/1.1": sniffEvidence,
+		"HEAD /attestation ":                 sniffEvidence,
+		"GET /attest":                        sniffMore,
+		"GET /evidences/ HTTP/1.1":           sniffBackend,
+		"GET /attestationX":                  sniffBackend,
+	} {
+		if got := l.sniff([]byte(in)); got != want {
+			t.Errorf("sniff(%q) = %v, want %v", in, got, want)
+		}
+	}
+	if !l.match("/attestation") || l.match("/evidences/quote.json") || l.match("/attestations") {
+		t.Error("match disagrees with the configured roots")
+	}
+	for _, bad := range []string{"", "/", "attestation", "/a/b", "/a b", "/é"} {
+		if err := checkLocalRoot(bad); err == nil {
+			t.Errorf("root %q accepted", bad)
+		}
+	}
 }

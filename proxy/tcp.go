@@ -397,12 +397,12 @@ func (x *tcpSession) clientLoop() {
 		for {
 			var n int
 			var err error
-			if have == 0 || sniff(x.small[:have]) == sniffMore {
+			if have == 0 || x.s.local.sniff(x.small[:have]) == sniffMore {
 				n, err = x.readClient(x.small[have:])
 				have += n
 			}
 			if have > 0 {
-				switch sniff(x.small[:have]) {
+				switch x.s.local.sniff(x.small[:have]) {
 				case sniffEvidence:
 					if x.decision.CompareAndSwap(decUndecided, decEvidence) {
 						x.serveEvidence(have)

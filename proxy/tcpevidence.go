@@ -64,7 +64,7 @@ func (x *tcpSession) serveEvidence(have int) {
 		if !first {
 			x.client.SetReadDeadline(time.Now().Add(cfg.ClientTimeout))
 			r.limit = int64(cfg.MaxHeaderBytes)
-			dec, err := peekDecision(br)
+			dec, err := peekDecision(br, x.s.local)
 			if err != nil {
 				x.closeClean()
 				return
@@ -99,14 +99,14 @@ func (x *tcpSession) serveEvidence(have int) {
 
 // peekDecision waits for enough of the next request to tell evidence from
 // anything else, without consuming it.
-func peekDecision(br *bufio.Reader) (sniffResult, error) {
+func peekDecision(br *bufio.Reader, local localPaths) (sniffResult, error) {
 	want := 1
 	for {
 		if _, err := br.Peek(want); err != nil {
 			return sniffMore, err
 		}
 		b, _ := br.Peek(br.Buffered())
-		if d := sniff(b); d != sniffMore {
+		if d := local.sniff(b); d != sniffMore {
 			return d, nil
 		}
 		want = len(b) + 1

@@ -597,13 +597,6 @@ func parseProxy(s *settings, c *Config) error {
 	if err != nil {
 		return bad(src, mode, "tcp or http")
 	}
-	if cs, _ := s.get("cert-source"); strings.EqualFold(cs, sourceSelfSigned) {
-		// /attestation is answered by an HTTP server on the TLS port.
-		if s.given("mode") && m != proxy.ModeHTTP {
-			return configErrorf("%s=%s: CERT_SOURCE=self-signed serves HTTP only (GET /attestation shares the port): use PROXY_MODE=http or leave it unset", src, mode)
-		}
-		m = proxy.ModeHTTP
-	}
 	c.Mode = m
 	if m == proxy.ModeHTTP && c.Default.Scheme == proxy.SchemeTCP {
 		return configErrorf("TARGET_ENDPOINT=%q is a tcp:// backend but PROXY_MODE is http: use http://, https://, h2c:// or grpc://, or PROXY_MODE=tcp", c.Default.String())

@@ -83,7 +83,6 @@ func TestConfigErrorsBinary(t *testing.T) {
 		{"bad ACME_ACCOUNT_KEY", map[string]string{"ACME_ACCOUNT_KEY": "hsm"}, nil, []string{"ACME_ACCOUNT_KEY=\"hsm\"", "kms, file or auto"}},
 		{"bad RENEW_DAYS_BEFORE", map[string]string{"RENEW_DAYS_BEFORE": "0"}, nil, []string{"RENEW_DAYS_BEFORE=\"0\""}},
 		{"bad ACME_EMAIL", map[string]string{"CERTBOT_EMAIL": "not an address"}, nil, []string{"CERTBOT_EMAIL=\"not an address\""}},
-		{"self-signed in tcp mode", map[string]string{"CERT_SOURCE": "self-signed", "PROXY_MODE": "tcp"}, nil, []string{"PROXY_MODE=tcp", "self-signed serves HTTP only"}},
 		{"bad METRICS_LISTEN", map[string]string{"METRICS_LISTEN": "metrics"}, nil, []string{"METRICS_LISTEN=\"metrics\""}},
 		{"bad ALPN", map[string]string{"ALPN": "h2,,x"}, nil, []string{"ALPN=\"h2,,x\""}},
 		{"ALPN beyond http mode", map[string]string{"ALPN": "h3", "PROXY_MODE": "http"}, nil, []string{"ALPN=\"h3\"", "http mode"}},
@@ -198,8 +197,8 @@ func TestParseConfig(t *testing.T) {
 				t.Fatalf("%v %v", c.Challenge, c.DNS)
 			}
 		}},
-		{"self-signed defaults to http mode", map[string]string{"CERT_SOURCE": "self-signed", "DOMAIN": ""}, nil, func(t *testing.T, c *Config) {
-			if c.Mode != proxy.ModeHTTP || c.CertSource != sourceSelfSigned || len(c.Domains) != 0 {
+		{"self-signed defaults to tcp mode like the others", map[string]string{"CERT_SOURCE": "self-signed", "DOMAIN": ""}, nil, func(t *testing.T, c *Config) {
+			if c.Mode != proxy.ModeTCP || c.CertSource != sourceSelfSigned || len(c.Domains) != 0 {
 				t.Fatalf("%+v", c)
 			}
 		}},

@@ -16,8 +16,8 @@
 //     swaps the served certificates and rebuilds the evidence. Failures are
 //     retried with backoff and reported on /readyz, never fatal while
 //     something can be served. SIGTERM drains.
-//   - alpn.go, selfsigned.go, attestfront.go: tls-alpn-01, and the attested
-//     self-signed mode with GET /attestation.
+//   - alpn.go, selfsigned.go: tls-alpn-01, and the attested
+//     self-signed mode with GET /attestation (answered by the proxy in-process).
 //   - metrics.go: Prometheus /metrics, /healthz and /readyz.
 //   - dev.go: --dev, the whole world on 127.0.0.1 with a simulator, for a
 //     laptop. NOT A TEE.

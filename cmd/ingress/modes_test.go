@@ -47,11 +47,17 @@ func newSim(t testing.TB) (sim *agentsim.Simulator, sock, rootFile string) {
 // and verifycli tls, pinning it, verifies /attestation under the simulator's
 // root (and fails under another root).
 func TestSelfSigned(t *testing.T) {
+	for _, mode := range []string{"tcp", "http"} {
+		t.Run(mode, func(t *testing.T) { testSelfSigned(t, mode) })
+	}
+}
+
+func testSelfSigned(t *testing.T, mode string) {
 	bin, verifycli := binaries(t)
 	_, sock, root := newSim(t)
 	_, _, otherRoot := newSim(t)
 	be := newBackend(t, "app")
-	p := startIngress(t, bin, map[string]string{"CERT_SOURCE": "self-signed", "TARGET_ENDPOINT": be.addr,
+	p := startIngress(t, bin, map[string]string{"CERT_SOURCE": "self-signed", "TARGET_ENDPOINT": be.addr, "PROXY_MODE": mode,
 		"DSTACK_SIMULATOR_ENDPOINT": sock, "METRICS_LISTEN": "127.0.0.1:0"}, "--listen", "127.0.0.1:0")
 	addr, maddr := p.addr(), p.metricsAddr()
 	p.waitReady()
@@ -67,15 +73,18 @@ func TestSelfSigned(t *testing.T) {
 		t.Fatalf("verifycli tls under another TEE's root: %v (want exit 1)\n%s", err, out)
 	}
 
-	// The backend is reached through the same port, over h2, with the
-	// forwarding headers of http mode.
+	// Everything but /attestation reaches the backend through the same port:
+	// over h2 with forwarding headers in http mode, as a plain stream in tcp
+	// mode (which offers no ALPN, so the client speaks HTTP/1.1).
 	c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}}
 	defer c.CloseIdleConnections()
 	resp, body := get(t, c, "https://"+addr+"/hello")
-	if resp.ProtoMajor != 2 || !strings.HasPrefix(body, "app host="+addr+" proto=HTTP/1.1 xfp=https") {
-		t.Fatalf("through the self-signed front: %s %q", resp.Proto, body)
+	switch {
+	case mode == "http" && (resp.ProtoMajor != 2 || !strings.HasPrefix(body, "app host="+addr+" proto=HTTP/1.1 xfp=https")),
+		mode == "tcp" && (resp.ProtoMajor != 1 || !strings.HasPrefix(body, "app host="+addr+" proto=HTTP/1.1")):
+		t.Fatalf("%s mode, through the self-signed front: %s %q", mode, resp.Proto, body)
 	}
-	if m := scrape(t, maddr); !strings.Contains(m, `tee_ingress_info{cert_source="self-signed",challenge="",mode="http",simulator="true"} 1`) ||
+	if m := scrape(t, maddr); !strings.Contains(m, `tee_ingress_info{cert_source="self-signed",challenge="",mode="`+mode+`",simulator="true"} 1`) ||
 		!strings.Contains(m, `tee_ingress_certificate_expiry_timestamp_seconds{domain="tee-ingress.invalid"}`) {
 		t.Fatalf("metrics:\n%s", m)
 	}

@@ -163,21 +163,20 @@ func runDaemon(ctx context.Context, cfg *Config, log *slog.Logger, env environme
 		ConnectTimeout: cfg.ConnectTimeout, ClientTimeout: cfg.ClientTimeout, ServerTimeout: cfg.ServerTimeout,
 		Logger: log.With("component", "proxy"),
 	}
-	if cfg.CertSource == sourceACME && cfg.EvidenceServer {
+	switch {
+	case cfg.CertSource == sourceACME && cfg.EvidenceServer:
 		pc.Evidence = &d.evidenceHandler
+	case cfg.CertSource == sourceSelfSigned:
+		// GET /attestation is answered in-process, in tcp mode too.
+		pc.Evidence, pc.LocalPaths = &d.attestation, []string{evidence.AttestationPath}
 	}
-	var srv servingFront
-	if cfg.CertSource == sourceSelfSigned {
-		srv = newAttestFront(cfg, d.selfSigned, &d.attestation, log.With("component", "front"))
-	} else {
-		ps, err := proxy.New(pc)
-		if err != nil {
-			ln.Close()
-			log.Error("cannot start the proxy", "err", err)
-			return 1
-		}
-		d.srv, srv = ps, ps
+	srv, err := proxy.New(pc)
+	if err != nil {
+		ln.Close()
+		log.Error("cannot start the proxy", "err", err)
+		return 1
 	}
+	d.srv = srv
 	var msrv *http.Server
 	mserved := make(chan error, 1)
 	if cfg.MetricsListen != "" {
