@@ -117,13 +117,7 @@ func TestDomainTampering(t *testing.T) {
 
 		{"quote.json from another bundle", func(t *testing.T, w *world) []string {
 			other := quoteFor(t, w.sim, evidence.BundleReportData(sha256.Sum256([]byte("another bundle's sha256sum.txt")), [32]byte{}))
-			w.setTamper(func(rw http.ResponseWriter, r *http.Request) bool {
-				if ok, live := isFile(r, evidence.QuoteFile); ok && !live {
-					serveBytes(rw, other)
-					return true
-				}
-				return false
-			})
+			w.replacePublishedQuote(other)
 			return nil
 		}, []string{evidence.CheckReportData}, ""},
 
@@ -155,13 +149,7 @@ func TestDomainTampering(t *testing.T) {
 		{"quote signed under an untrusted root", func(t *testing.T, w *world) []string {
 			other := newSimulator(t, otherSeed)
 			q := quoteFor(t, other, evidence.BundleReportData(w.bundle().SumsDigest(), [32]byte{}))
-			w.setTamper(func(rw http.ResponseWriter, r *http.Request) bool {
-				if ok, live := isFile(r, evidence.QuoteFile); ok && !live {
-					serveBytes(rw, q)
-					return true
-				}
-				return false
-			})
+			w.replacePublishedQuote(q)
 			return nil
 		}, []string{evidence.CheckQuoteSignature}, ""},
 
@@ -171,25 +159,13 @@ func TestDomainTampering(t *testing.T) {
 				t.Fatal(err)
 			}
 			q := quoteFor(t, debug, evidence.BundleReportData(w.bundle().SumsDigest(), [32]byte{}))
-			w.setTamper(func(rw http.ResponseWriter, r *http.Request) bool {
-				if ok, live := isFile(r, evidence.QuoteFile); ok && !live {
-					serveBytes(rw, q)
-					return true
-				}
-				return false
-			})
+			w.replacePublishedQuote(q)
 			return nil
 		}, []string{evidence.CheckQuoteDebug}, ""},
 
 		{"event log altered: another app-id", func(t *testing.T, w *world) []string {
 			q := alterEventLog(t, w.bundle().Quote().Raw, "app-id", bytes.Repeat([]byte{0xee}, 20))
-			w.setTamper(func(rw http.ResponseWriter, r *http.Request) bool {
-				if ok, live := isFile(r, evidence.QuoteFile); ok && !live {
-					serveBytes(rw, q)
-					return true
-				}
-				return false
-			})
+			w.replacePublishedQuote(q)
 			return nil
 		}, []string{evidence.CheckRTMR + "3"}, ""},
 
@@ -310,4 +286,16 @@ func alterEventLog(t testing.TB, quoteJSON []byte, event string, payload []byte)
 	m["event_log"] = string(log)
 	out, _ := json.Marshal(m)
 	return out
+}
+
+// replacePublishedQuote makes the server publish q as quote.json (live
+// quotes are left alone).
+func (w *world) replacePublishedQuote(q []byte) {
+	w.setTamper(func(rw http.ResponseWriter, r *http.Request) bool {
+		if ok, live := isFile(r, evidence.QuoteFile); ok && !live {
+			serveBytes(rw, q)
+			return true
+		}
+		return false
+	})
 }
