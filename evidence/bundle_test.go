@@ -175,7 +175,13 @@ func TestBuildBundleFailsClosed(t *testing.T) {
 		{"field disagrees", func(u *unsignedQuoter) {
 			u.rawHook = func(b []byte) []byte {
 				i := bytes.Index(b, []byte(`"report_data":"`)) + len(`"report_data":"`)
-				b[i] = 'f'
+				// Change the first hex digit, whatever it is (it is 'f' one
+				// time in sixteen).
+				if b[i] == 'f' {
+					b[i] = '0'
+				} else {
+					b[i] = 'f'
+				}
 				return b
 			}
 		}, "report_data field"},
