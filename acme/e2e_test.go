@@ -212,8 +212,7 @@ func TestCAAPinnedToRegisteredAccount(t *testing.T) {
 	cfg := w.config(t, t.TempDir())
 	cfg.CAA = p
 	m := w.manager(t, cfg)
-	c, err := m.Ensure(context.Background(), []string{"app.example.test", "*.example.test"})
-	if err != nil {
+	if _, err := m.Ensure(context.Background(), []string{"app.example.test", "*.example.test"}); err != nil {
 		t.Fatal(err)
 	}
 	if p.calls.Load() != 1 {
@@ -264,7 +263,6 @@ func TestCAAPinnedToRegisteredAccount(t *testing.T) {
 	if bytes.Contains(pub, []byte("PRIVATE")) || bytes.Contains(pub, []byte(`"d"`)) {
 		t.Fatalf("acme-account.json carries key material: %s", pub)
 	}
-	_ = c
 }
 
 func TestRestartIssuesNothingAndChangedNamesReissue(t *testing.T) {
@@ -389,11 +387,10 @@ func TestRenewalWithoutARI(t *testing.T) {
 	cfg.RenewBefore = 0
 	m2 := w.manager(t, cfg)
 	m2.now = func() time.Time { return old.Leaf.NotBefore.Add(time.Hour) }
-	m2.dir.RenewalInfo = "" // as if the CA had no ARI
 	if err := m2.setupLocked(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	m2.dir.RenewalInfo = ""
+	m2.dir.RenewalInfo = "" // as if the CA had no ARI
 	d, err = m2.Decide(context.Background(), old)
 	life := old.Leaf.NotAfter.Sub(old.Leaf.NotBefore)
 	if err != nil || d.Reason != ReasonLifetime || !d.At.Equal(old.Leaf.NotAfter.Add(-life/3)) {

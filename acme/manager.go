@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -704,8 +705,7 @@ func IsRateLimited(err error) bool {
 }
 
 func parseRetryAfter(v string, now time.Time) (time.Duration, error) {
-	var secs int64
-	if _, err := fmt.Sscanf(v, "%d", &secs); err == nil && fmt.Sprint(secs) == strings.TrimSpace(v) {
+	if secs, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
 		return time.Duration(secs) * time.Second, nil
 	}
 	t, err := http.ParseTime(v)
