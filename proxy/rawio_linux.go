@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -23,12 +24,15 @@ import (
 type rawIO struct {
 	rc syscall.RawConn
 
-	// One read and one write may be in flight at a time; each side's state is
-	// touched only by its caller and the callback it runs.
+	// net.Conn allows concurrent calls (net/http's Transport writes a request
+	// from its writeLoop while a protocol-switch copier may already write to
+	// the same socket), so each side's state is held under its own lock.
+	rmu  sync.Mutex
 	rp   []byte
 	rn   int
 	rerr syscall.Errno
 	rfn  func(fd uintptr) bool
+	wmu  sync.Mutex
 	wp   []byte
 	wn   int
 	werr syscall.Errno
@@ -55,19 +59,22 @@ func (r *rawIO) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	r.rmu.Lock()
 	r.rp, r.rn, r.rerr = p, 0, 0
 	err := r.rc.Read(r.rfn)
+	n, rerr := r.rn, r.rerr
 	r.rp = nil
+	r.rmu.Unlock()
 	if err != nil {
 		return 0, unwrapRaw(err)
 	}
-	if r.rerr != 0 {
-		return 0, os.NewSyscallError("read", r.rerr)
+	if rerr != 0 {
+		return 0, os.NewSyscallError("read", rerr)
 	}
-	if r.rn == 0 {
+	if n == 0 {
 		return 0, io.EOF
 	}
-	return r.rn, nil
+	return n, nil
 }
 
 func (r *rawIO) readFn(fd uintptr) bool {
@@ -92,15 +99,17 @@ func (r *rawIO) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	r.wmu.Lock()
 	r.wp, r.wn, r.werr = p, 0, 0
 	err := r.rc.Write(r.wfn)
-	n := r.wn
+	n, werr := r.wn, r.werr
 	r.wp = nil
+	r.wmu.Unlock()
 	if err != nil {
 		return n, unwrapRaw(err)
 	}
-	if r.werr != 0 {
-		return n, os.NewSyscallError("write", r.werr)
+	if werr != 0 {
+		return n, os.NewSyscallError("write", werr)
 	}
 	return n, nil
 }
