@@ -25,6 +25,8 @@ type httpFront struct {
 	queue      *connQueue
 	proxies    map[Target]*httputil.ReverseProxy
 	transports []*http.Transport
+	fast       bool     // HTTP/1.1 connections take the fast path (h1.go)
+	pool       backPool // the fast path's backend connections
 }
 
 func (s *Server) newHTTPFront() error {
@@ -102,7 +104,9 @@ func (s *Server) newHTTPFront() error {
 		Protocols:         &protos,
 		ErrorLog:          errorLog,
 		BaseContext:       func(net.Listener) context.Context { return s.ctx },
+		ConnContext:       connContext,
 	}
+	f.fast = protos.HTTP1()
 	s.http = f
 	s.wg.Add(1)
 	go func() {
@@ -169,7 +173,7 @@ func (s *Server) backendTLSConfig(t Target) *tls.Config {
 }
 
 // deliver hands a connection whose handshake is done to the http.Server.
-func (f *httpFront) deliver(tc *tls.Conn) {
+func (f *httpFront) deliver(tc net.Conn) {
 	select {
 	case f.queue.ch <- tc:
 	case <-f.queue.done:
@@ -181,6 +185,10 @@ func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := f.s
 	s.handlers.Add(1)
 	defer s.handlers.Add(-1)
+	if r.TLS == nil {
+		// Handed over by the fast path (prefixConn).
+		r.TLS, _ = r.Context().Value(tlsStateKey{}).(*tls.ConnectionState)
+	}
 	if s.cfg.Evidence != nil && s.local.match(r.URL.Path) {
 		s.stats.evidence.Add(1)
 		s.cfg.Evidence.ServeHTTP(w, r)
@@ -243,6 +251,7 @@ func (f *httpFront) shutdown(ctx context.Context) error {
 }
 
 func (f *httpFront) closeIdle() {
+	f.pool.close()
 	for _, t := range f.transports {
 		t.CloseIdleConnections()
 	}

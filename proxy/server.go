@@ -37,6 +37,9 @@ type counters struct {
 	accepted, refused, handshakeErrors, challenges, unrouted, backendErrors, evidence atomic.Uint64
 	active                                                                            atomic.Int64
 	toBackends, toClients                                                             atomic.Uint64
+	// The http fast path: requests it answered, connections it handed to
+	// net/http (for tests and benchmarks; not part of Stats).
+	h1Fast, h1Handoffs atomic.Uint64
 }
 
 // Server terminates TLS and forwards to backends. Create it with New, run it with
@@ -261,7 +264,8 @@ type trackedConn struct {
 	once sync.Once
 
 	raw   *rawIO // nil when Conn is not a TCP socket
-	abort func() // under s.mu: ends the connection's session (tcp mode)
+	abort func() // under s.mu: ends the connection's session (tcp mode, http fast path)
+	kick  func() // under s.mu: tells an http fast-path connection that Shutdown started
 
 	wmu    sync.Mutex
 	gather *[]byte // non-nil while gathering
@@ -348,7 +352,11 @@ func (s *Server) handle(c *trackedConn) {
 		return
 	}
 	if s.http != nil {
-		s.http.deliver(tc)
+		if s.http.fast && st.NegotiatedProtocol != "h2" {
+			s.http.serveH1(c, tc, &st)
+		} else {
+			s.http.deliver(tc)
+		}
 		return
 	}
 	s.serveTCP(c, tc, &st)
@@ -381,6 +389,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 	var err error
 	if s.http != nil {
+		s.mu.Lock()
+		var kicks []func()
+		for c := range s.conns {
+			if c.kick != nil {
+				kicks = append(kicks, c.kick)
+			}
+		}
+		s.mu.Unlock()
+		for _, kick := range kicks {
+			kick()
+		}
 		err = s.http.shutdown(ctx)
 	}
 	select {

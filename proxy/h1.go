@@ -1,0 +1,682 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// The HTTP/1.1 fast path of http mode. net/http's server, ReverseProxy and
+// Transport spend twice what nginx does per keep-alive request: a Request and
+// its maps, a response writer, two goroutine hand-offs to the Transport's
+// read and write loops. Here one goroutine reads a request head, writes it
+// with our X-Forwarded-* headers to a pooled backend connection, and copies
+// the response back: the syscalls of tcp mode plus two small parses.
+//
+// It only takes plain requests (parseRequestHead): anything else, and local
+// paths, unrouted hosts and targets other than plain HTTP, hand the connection
+// (with the bytes read so far) to the http.Server, which answers exactly as
+// before. The hand-off is one way: later requests on that connection stay
+// there.
+
+const (
+	// h1InitialBuf is a connection's request buffer; it grows for larger heads
+	// and bodies up to MaxHeaderBytes + maxFastBody.
+	h1InitialBuf = 4 << 10
+	// maxFastBody is the largest request body the fast path buffers (it sends
+	// a request only once the whole of it is here, so a backend that answers
+	// early cannot leave us blocked writing, and a stale pooled connection
+	// can be retried). Larger bodies go to net/http, which streams them.
+	maxFastBody = 64 << 10
+	// backIdleTimeout and maxIdlePerBackend bound the pooled backend
+	// connections, as the Transport's IdleConnTimeout and
+	// MaxIdleConnsPerHost did.
+	backIdleTimeout   = 90 * time.Second
+	maxIdlePerBackend = 256
+	// maxResponseHead bounds a backend's response head.
+	maxResponseHead = backBufSize
+)
+
+// h1Conn is one client connection on the fast path.
+type h1Conn struct {
+	s        *Server
+	f        *httpFront
+	c        *trackedConn
+	tc       *tls.Conn
+	st       *tls.ConnectionState
+	clientIP string
+
+	in   []byte // in[r:w] is read and not yet used
+	r, w int
+
+	reqHdrs, respHdrs []h1Header
+
+	quit     atomic.Bool // Shutdown started: answer what is in flight, then close
+	idleSet  int64       // monotime when the idle read deadline was last pushed
+	clientWD int64
+
+	mu      sync.Mutex
+	back    *backConn // the backend connection of the request in flight
+	aborted bool
+}
+
+// errNotPlain: the request is outside the fast path's subset.
+var errNotPlain = errors.New("not a plain request")
+
+// serveH1 runs on the connection's goroutine until the connection ends or is
+// handed to the http.Server.
+func (f *httpFront) serveH1(c *trackedConn, tc *tls.Conn, st *tls.ConnectionState) {
+	h := &h1Conn{s: f.s, f: f, c: c, tc: tc, st: st, idleSet: -1 << 62, clientWD: -1 << 62}
+	if tcp, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		h.clientIP = tcp.IP.String()
+	} else if host, _, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
+		h.clientIP = host
+	}
+	f.s.mu.Lock()
+	c.abort, c.kick = h.abort, h.kick
+	closing := f.s.closing
+	f.s.mu.Unlock()
+	if closing {
+		h.quit.Store(true)
+	}
+	h.in = make([]byte, h1InitialBuf)
+	for {
+		n, err := h.readHead()
+		if err == errNotPlain {
+			h.handoff()
+			return
+		}
+		if err != nil {
+			h.closeClient()
+			return
+		}
+		keep, err := h.serveOne(n)
+		if err == errNotPlain {
+			h.handoff()
+			return
+		}
+		if !keep {
+			h.closeClient()
+			return
+		}
+	}
+}
+
+// kick is called by Shutdown: an idle connection closes now, a busy one after
+// its response.
+func (h *h1Conn) kick() {
+	h.quit.Store(true)
+	h.c.SetReadDeadline(time.Unix(1, 0))
+}
+
+// abort closes both sides at once (the drain deadline passed).
+func (h *h1Conn) abort() {
+	h.mu.Lock()
+	h.aborted = true
+	b := h.back
+	h.mu.Unlock()
+	h.c.Close()
+	if b != nil {
+		b.Close()
+	}
+}
+
+func (h *h1Conn) closeClient() {
+	h.tc.CloseWrite()
+	h.c.closeWrite()
+	h.c.Close()
+}
+
+// handoff gives the connection and what was read of it to the http.Server.
+func (h *h1Conn) handoff() {
+	h.s.stats.h1Handoffs.Add(1)
+	h.s.mu.Lock()
+	h.c.abort, h.c.kick = nil, nil
+	h.s.mu.Unlock()
+	h.c.SetReadDeadline(time.Time{})
+	pc := &prefixConn{Conn: h.tc, state: h.st}
+	if h.w > h.r {
+		pc.pending = append([]byte(nil), h.in[h.r:h.w]...)
+	}
+	h.f.deliver(pc)
+}
+
+// readHead reads until in[r:] starts with a complete request head and
+// returns its length. errNotPlain: too long for us (net/http answers 431).
+func (h *h1Conn) readHead() (int, error) {
+	if h.r == h.w {
+		h.r, h.w = 0, 0
+	} else if h.r > 0 {
+		h.w = copy(h.in, h.in[h.r:h.w])
+		h.r = 0
+	}
+	headerDeadline, kicked := false, false
+	for {
+		if h.w > h.r {
+			if n := headEnd(h.in[h.r:h.w]); n >= 0 {
+				if headerDeadline {
+					h.idleSet = -1 << 62 // the idle deadline must be set again
+				}
+				return n, nil
+			}
+			if h.w-h.r >= h.s.cfg.MaxHeaderBytes {
+				return 0, errNotPlain
+			}
+			if !headerDeadline {
+				headerDeadline = true
+				h.c.SetReadDeadline(time.Now().Add(h.s.cfg.HeaderTimeout))
+			}
+		} else {
+			h.pushIdleDeadline()
+			if h.quit.Load() {
+				return 0, net.ErrClosed
+			}
+		}
+		if h.w == len(h.in) {
+			h.grow(h.w + 1)
+		}
+		m, err := h.tc.Read(h.in[h.w:])
+		h.w += m
+		if err != nil && m == 0 {
+			if isTimeout(err) && h.quit.Load() && h.w > h.r && !kicked {
+				// Shutdown cut into a head being read: let it arrive.
+				kicked = true
+				h.c.SetReadDeadline(time.Now().Add(h.s.cfg.HeaderTimeout))
+				continue
+			}
+			return 0, err
+		}
+	}
+}
+
+// pushIdleDeadline sets the keep-alive read deadline, at most every
+// ClientTimeout/16 (each push moves a runtime timer).
+func (h *h1Conn) pushIdleDeadline() {
+	if now := monotime(); now-h.idleSet > int64(h.s.cfg.ClientTimeout/16) {
+		h.c.SetReadDeadline(time.Now().Add(h.s.cfg.ClientTimeout))
+		h.idleSet = now
+	}
+}
+
+// grow makes room for at least n bytes in in.
+func (h *h1Conn) grow(n int) {
+	if n <= len(h.in) {
+		return
+	}
+	b := make([]byte, max(n, 2*len(h.in)))
+	copy(b, h.in[:h.w])
+	h.in = b
+}
+
+// serveOne answers the request whose head is in[r:r+n]. keep reports
+// whether the connection stays open for another request.
+func (h *h1Conn) serveOne(n int) (keep bool, err error) {
+	s := h.s
+	req, ok := parseRequestHead(h.in[h.r:h.r+n], h.reqHdrs)
+	h.reqHdrs = req.headers[:0]
+	if !ok || req.contentLength > maxFastBody || n > s.cfg.MaxHeaderBytes {
+		return false, errNotPlain
+	}
+	if s.cfg.Evidence != nil && s.local.match(string(req.path)) {
+		return false, errNotPlain
+	}
+	target, ok := s.router.match(hostOnly(string(req.host)))
+	if !ok || target.Scheme != "" && target.Scheme != SchemeHTTP {
+		return false, errNotPlain // net/http answers 421, or speaks h2c/TLS to the backend
+	}
+	// The whole body, before anything is sent.
+	total := n + int(max(req.contentLength, 0))
+	if h.w-h.r < total {
+		h.grow(h.r + total)
+		h.c.SetReadDeadline(time.Now().Add(h.s.cfg.ClientTimeout))
+		h.idleSet = -1 << 62
+		for h.w-h.r < total {
+			m, err := h.tc.Read(h.in[h.w : h.r+total])
+			h.w += m
+			if err != nil && m == 0 {
+				return false, err
+			}
+		}
+	}
+	body := h.in[h.r+n : h.r+total]
+	h.r += total
+
+	out := wirePool.Get().(*[]byte)
+	defer func() {
+		if cap(*out) <= wireBufSize {
+			wirePool.Put(out)
+		}
+	}()
+	b := (*out)[:0]
+	b = append(b, req.method...)
+	b = append(b, ' ')
+	b = append(b, req.target...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, req.host...)
+	b = append(b, "\r\n"...)
+	for _, hd := range req.headers {
+		if !hd.drop {
+			b = appendHeader(b, hd)
+		}
+	}
+	if h.clientIP != "" {
+		b = append(b, "X-Forwarded-For: "...)
+		b = append(b, h.clientIP...)
+		b = append(b, "\r\n"...)
+	}
+	b = append(b, "X-Forwarded-Host: "...)
+	b = append(b, req.host...)
+	b = append(b, "\r\nX-Forwarded-Proto: https\r\n\r\n"...)
+	b = append(b, body...)
+	*out = b
+
+	s.stats.h1Fast.Add(1)
+	keep, err = h.roundTrip(&req, target, b, len(body))
+	return keep && !req.close, err
+}
+
+func appendHeader(b []byte, hd h1Header) []byte {
+	b = append(b, hd.name...)
+	b = append(b, ": "...)
+	b = append(b, hd.value...)
+	return append(b, "\r\n"...)
+}
+
+// roundTrip sends the request to the backend and the response to the client.
+// A pooled connection the backend closed while idle is retried once on a
+// new one (the request went nowhere: the backend sent nothing back).
+func (h *h1Conn) roundTrip(req *h1Request, target Target, wire []byte, bodyLen int) (bool, error) {
+	s := h.s
+	rb := getBackBuf()
+	defer putBackBuf(rb)
+	for attempt := 0; ; attempt++ {
+		bc, reused, err := h.f.pool.get(s, target.Addr)
+		if err != nil {
+			return h.badGateway(req, "dialling the backend: %w", err)
+		}
+		h.mu.Lock()
+		if h.aborted {
+			h.mu.Unlock()
+			bc.Close()
+			return false, net.ErrClosed
+		}
+		h.back = bc
+		h.mu.Unlock()
+		keep, sent, err := h.exchange(req, bc, wire, *rb)
+		h.mu.Lock()
+		h.back = nil
+		h.mu.Unlock()
+		if err == nil {
+			s.stats.toBackends.Add(uint64(bodyLen))
+			return keep, nil
+		}
+		bc.Close()
+		if sent {
+			// Part of the response reached the client: all we can do is
+			// end the connection.
+			s.stats.backendErrors.Add(1)
+			s.log.Info("backend response failed", "host", string(req.host), "path", string(req.path), "err", err)
+			return false, nil
+		}
+		if reused && attempt == 0 && isStale(err) {
+			continue
+		}
+		if errors.Is(err, errClientWrite) {
+			return false, nil
+		}
+		return h.badGateway(req, "%w", err)
+	}
+}
+
+// isStale: what a pooled connection the backend closed gives on first use.
+func isStale(err error) bool { return errors.Is(err, errNoResponse) }
+
+var (
+	errNoResponse  = errors.New("the backend closed the connection without a response")
+	errClientWrite = errors.New("writing to the client failed")
+)
+
+// exchange does one request on bc. sent reports whether anything went to the
+// client (then nothing can be retried or answered with 502).
+func (h *h1Conn) exchange(req *h1Request, bc *backConn, wire, rb []byte) (keep, sent bool, err error) {
+	s := h.s
+	bc.SetWriteDeadline(time.Now().Add(s.cfg.ServerTimeout))
+	if _, err := bc.write(wire); err != nil {
+		if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+			err = fmt.Errorf("%w: %w", errNoResponse, err)
+		}
+		return false, false, err
+	}
+	bc.SetReadDeadline(time.Now().Add(s.cfg.ServerTimeout))
+
+	// The response head, after any 1xx responses, which are passed on.
+	have := 0
+	var resp h1Response
+	var n int
+	for {
+		for {
+			if n = headEnd(rb[:have]); n >= 0 {
+				break
+			}
+			if have == len(rb) {
+				return false, sent, errors.New("the backend's response head is larger than 64 KiB")
+			}
+			m, err := bc.read(rb[have:])
+			have += m
+			if err != nil && m == 0 {
+				if have == 0 && !sent && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)) {
+					err = errNoResponse
+				}
+				return false, sent, err
+			}
+		}
+		var ok bool
+		resp, ok = parseResponseHead(rb[:n], h.respHdrs)
+		h.respHdrs = resp.headers[:0]
+		if !ok {
+			return false, sent, errors.New("malformed response head from the backend")
+		}
+		if resp.status == 101 {
+			return false, sent, errors.New("the backend switched protocols unasked")
+		}
+		if resp.status >= 200 {
+			break
+		}
+		// 1xx (100, 103): forwarded, then the real response follows.
+		if err := h.writeClient(h.appendHead(nil, &resp, false)); err != nil {
+			return false, true, errClientWrite
+		}
+		sent = true
+		have = copy(rb, rb[n:have])
+	}
+
+	// Framing of the body.
+	bodyKnown := true
+	remain := int64(0) // Content-Length bytes still to come
+	var ch *chunkedReader
+	closeClient := req.close || h.quit.Load()
+	switch {
+	case noBody(req.method, resp.status):
+	case resp.chunked:
+		ch = &chunkedReader{}
+	case resp.contentLength >= 0:
+		remain = resp.contentLength
+	default:
+		bodyKnown = false // until the backend closes
+		closeClient = true
+	}
+
+	// Head and the body bytes that came with it, in one write.
+	initial := rb[n:have]
+	bodyPart, payload, done, err := h.frame(initial, ch, &remain, bodyKnown)
+	if err != nil {
+		return false, sent, err
+	}
+	extra := len(bodyPart) < len(initial) // bytes after the response: not reusable
+	out := wirePool.Get().(*[]byte)
+	head := h.appendHead((*out)[:0], &resp, closeClient)
+	head = append(head, bodyPart...)
+	werr := h.writeClient(head)
+	if cap(head) <= wireBufSize {
+		*out = head
+		wirePool.Put(out)
+	}
+	if werr != nil {
+		return false, true, errClientWrite
+	}
+	sent = true
+	s.stats.toClients.Add(uint64(payload))
+
+	lastRead := monotime()
+	for !done {
+		m, err := bc.read(rb)
+		if m > 0 {
+			lastRead = monotime()
+			part, payload, d, ferr := h.frame(rb[:m], ch, &remain, bodyKnown)
+			if ferr != nil {
+				return false, true, ferr
+			}
+			if len(part) > 0 {
+				if h.writeClient(part) != nil {
+					return false, true, errClientWrite
+				}
+				s.stats.toClients.Add(uint64(payload))
+			}
+			extra = extra || len(part) < m
+			done = d
+			continue
+		}
+		if err == io.EOF && !bodyKnown {
+			break // the end of a body delimited by the close
+		}
+		if isTimeout(err) {
+			idle := time.Duration(monotime() - lastRead)
+			if idle < s.cfg.ServerTimeout {
+				bc.SetReadDeadline(time.Now().Add(s.cfg.ServerTimeout - idle))
+				continue
+			}
+		}
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		return false, true, err
+	}
+	if bodyKnown && !resp.close && !extra {
+		h.f.pool.put(bc)
+	} else {
+		bc.Close()
+	}
+	return !closeClient, true, nil
+}
+
+// frame returns the part of p that belongs to the body, how many bytes of
+// payload it carries (chunk framing is not counted), and whether the body is
+// complete.
+func (h *h1Conn) frame(p []byte, ch *chunkedReader, remain *int64, bodyKnown bool) ([]byte, int64, bool, error) {
+	switch {
+	case !bodyKnown:
+		return p, int64(len(p)), false, nil
+	case ch != nil:
+		before := ch.data
+		n, done, err := ch.feed(p)
+		return p[:n], ch.data - before, done, err
+	default:
+		n := min(int64(len(p)), *remain)
+		*remain -= n
+		return p[:n], n, *remain == 0, nil
+	}
+}
+
+// appendHead writes the response head for the client.
+func (h *h1Conn) appendHead(b []byte, resp *h1Response, closeClient bool) []byte {
+	b = appendStatusLine(b, resp.status, resp.reason)
+	for _, hd := range resp.headers {
+		if !hd.drop {
+			b = appendHeader(b, hd)
+		}
+	}
+	if closeClient {
+		b = append(b, "Connection: close\r\n"...)
+	}
+	return append(b, "\r\n"...)
+}
+
+// badGateway answers 502, as ReverseProxy's error handler did; the client
+// connection stays usable.
+func (h *h1Conn) badGateway(req *h1Request, format string, err error) (bool, error) {
+	h.s.stats.backendErrors.Add(1)
+	h.s.log.Info("backend request failed", "host", string(req.host), "path", string(req.path), "err", err)
+	closeClient := req.close || h.quit.Load()
+	msg := "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n"
+	if closeClient {
+		msg = "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+	}
+	if h.writeClient([]byte(msg)) != nil {
+		return false, nil
+	}
+	return !closeClient, nil
+}
+
+// writeClient writes to the client, several TLS records in one write.
+func (h *h1Conn) writeClient(p []byte) error {
+	if now := monotime(); now-h.clientWD > int64(h.s.cfg.ClientTimeout/16) {
+		h.c.SetWriteDeadline(time.Now().Add(h.s.cfg.ClientTimeout))
+		h.clientWD = now
+	}
+	if len(p) <= bufSize {
+		_, err := h.tc.Write(p)
+		return err
+	}
+	h.c.startGather()
+	_, err := h.tc.Write(p)
+	if ferr := h.c.flushGather(); err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// prefixConn is a handed-off connection: the bytes the fast path read, then
+// the rest. net/http sees no *tls.Conn, so the TLS state travels in the
+// connection's context (ServeHTTP puts it back into Request.TLS).
+type prefixConn struct {
+	*tls.Conn
+	pending []byte
+	state   *tls.ConnectionState
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+type tlsStateKey struct{}
+
+// connContext is the http.Server's ConnContext.
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	if pc, ok := c.(*prefixConn); ok {
+		return context.WithValue(ctx, tlsStateKey{}, pc.state)
+	}
+	return ctx
+}
+
+// backConn is a plain TCP connection to a backend.
+type backConn struct {
+	net.Conn
+	raw       *rawIO
+	addr      string
+	idleSince int64
+}
+
+func (b *backConn) read(p []byte) (int, error) {
+	if b.raw != nil {
+		return b.raw.Read(p)
+	}
+	return b.Conn.Read(p)
+}
+
+func (b *backConn) write(p []byte) (int, error) {
+	if b.raw != nil {
+		return b.raw.Write(p)
+	}
+	return b.Conn.Write(p)
+}
+
+// backPool keeps idle backend connections per address, most recently used
+// first; a sweep closes those idle for backIdleTimeout.
+type backPool struct {
+	mu     sync.Mutex
+	idle   map[string][]*backConn
+	n      int
+	sweep  *time.Timer
+	closed bool
+}
+
+func (p *backPool) get(s *Server, addr string) (*backConn, bool, error) {
+	p.mu.Lock()
+	for l := p.idle[addr]; len(l) > 0; l = p.idle[addr] {
+		bc := l[len(l)-1]
+		p.idle[addr] = l[:len(l)-1]
+		p.n--
+		if time.Duration(monotime()-bc.idleSince) < backIdleTimeout {
+			p.mu.Unlock()
+			return bc, true, nil
+		}
+		bc.Close()
+	}
+	p.mu.Unlock()
+	c, err := s.dialer.DialContext(s.ctx, "tcp", addr)
+	if err != nil {
+		return nil, false, err
+	}
+	return &backConn{Conn: c, raw: newRawIO(c), addr: addr}, false, nil
+}
+
+func (p *backPool) put(bc *backConn) {
+	bc.idleSince = monotime()
+	p.mu.Lock()
+	if p.closed || len(p.idle[bc.addr]) >= maxIdlePerBackend {
+		p.mu.Unlock()
+		bc.Close()
+		return
+	}
+	if p.idle == nil {
+		p.idle = make(map[string][]*backConn)
+	}
+	p.idle[bc.addr] = append(p.idle[bc.addr], bc)
+	p.n++
+	if p.sweep == nil {
+		p.sweep = time.AfterFunc(backIdleTimeout, p.sweepIdle)
+	}
+	p.mu.Unlock()
+}
+
+// sweepIdle runs on the timer's goroutine.
+func (p *backPool) sweepIdle() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sweep = nil
+	if p.closed {
+		return
+	}
+	now := monotime()
+	for addr, l := range p.idle {
+		// Oldest first: stop at the first one still fresh.
+		i := 0
+		for ; i < len(l) && time.Duration(now-l[i].idleSince) >= backIdleTimeout; i++ {
+			l[i].Close()
+		}
+		p.n -= i
+		p.idle[addr] = append(l[:0], l[i:]...)
+	}
+	if p.n > 0 {
+		p.sweep = time.AfterFunc(backIdleTimeout/2, p.sweepIdle)
+	}
+}
+
+func (p *backPool) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	if p.sweep != nil {
+		p.sweep.Stop()
+		p.sweep = nil
+	}
+	for addr, l := range p.idle {
+		for _, bc := range l {
+			bc.Close()
+		}
+		delete(p.idle, addr)
+	}
+	p.n = 0
+}
