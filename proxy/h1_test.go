@@ -581,5 +581,3 @@ func FuzzChunkedReader(f *testing.F) {
 		}
 	})
 }
-
-
