@@ -19,7 +19,11 @@
 //     protocol unless told to (Config.ALPN); evidence over h2 needs ModeHTTP.
 //   - ModeHTTP is an HTTP/1.1 and HTTP/2 server that serves /evidences itself and
 //     reverse-proxies the rest with net/http/httputil: streaming, websockets,
-//     gRPC to h2c backends, X-Forwarded-For/-Proto/-Host set by us.
+//     gRPC to h2c backends, X-Forwarded-For/-Proto/-Host set by us. Plain
+//     HTTP/1.1 requests to plain HTTP backends take a fast path (h1.go) that
+//     forwards them on one goroutine with pooled backend connections; any
+//     request outside its strict subset hands the connection, with what was
+//     read of it, to net/http, so behaviour at the edges is net/http's.
 //
 // Both modes route by server name (ROUTING_MAP: exact and one-label wildcard
 // keys, then the default target; http mode by Host), bound the number of

@@ -153,6 +153,16 @@ func (h *h1Conn) handoff() {
 func (h *h1Conn) readHead() (int, error) {
 	if h.r == h.w {
 		h.r, h.w = 0, 0
+		// What one large request grew is not kept by an idle connection.
+		if len(h.in) > 4*h1InitialBuf {
+			h.in = make([]byte, h1InitialBuf)
+		}
+		if cap(h.reqHdrs) > 128 {
+			h.reqHdrs = nil
+		}
+		if cap(h.respHdrs) > 128 {
+			h.respHdrs = nil
+		}
 	} else if h.r > 0 {
 		h.w = copy(h.in, h.in[h.r:h.w])
 		h.r = 0
