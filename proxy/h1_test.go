@@ -282,6 +282,7 @@ func TestH1BadBackendResponses(t *testing.T) {
 		{"unasked switch", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n"},
 		{"huge head", "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("a", 70000) + "\r\n\r\n"},
 		{"closed at once", ""},
+		{"chunked HTTP/1.0", "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			be := startTCPBackend(t, func(c net.Conn) {
@@ -526,6 +527,8 @@ func FuzzParseRequestHead(f *testing.F) {
 	f.Add("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
 	f.Add("POST /x?a=b HTTP/1.1\r\nHost: a:1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
 	f.Add("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n")
+	f.Add("GET /a?b=%41 HTTP/1.1\r\nHost: [::1]:8443\r\nContent-Length: 0\r\nX: y\r\n\r\n")
+	f.Add("DELETE /x HTTP/1.1\r\nhost: a\r\nconnection: keep-alive\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n")
 	f.Fuzz(func(t *testing.T, s string) {
 		b := []byte(s)
 		n := headEnd(b)
@@ -553,6 +556,49 @@ func FuzzParseRequestHead(f *testing.F) {
 		}
 		if lengths > 1 || (lengths == 1) != (req.contentLength >= 0) {
 			t.Fatalf("%q: %d Content-Length headers, length %d", s, lengths, req.contentLength)
+		}
+		// What we take, net/http reads the same way: same request line,
+		// Host and framing, so the fast path and the handed-off path
+		// cannot disagree on where a request ends.
+		std, err := http.ReadRequest(bufio.NewReader(strings.NewReader(string(b[:n]))))
+		if err != nil {
+			t.Fatalf("%q: plain to us, net/http refuses it: %v", s, err)
+		}
+		wantCL := max(req.contentLength, 0)
+		if std.Method != string(req.method) || std.RequestURI != string(req.target) || std.Host != string(req.host) || std.ContentLength != wantCL || len(std.TransferEncoding) != 0 {
+			t.Fatalf("%q: net/http reads %s %s host %q length %d, we read %s %s host %q length %d", s, std.Method, std.RequestURI, std.Host, std.ContentLength, req.method, req.target, req.host, wantCL)
+		}
+	})
+}
+
+// FuzzParseResponseHead: a backend's head we accept is framed as net/http's
+// client would frame it.
+func FuzzParseResponseHead(f *testing.F) {
+	f.Add("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n")
+	f.Add("HTTP/1.0 204 No Content\r\nConnection: keep-alive\r\n\r\n")
+	f.Add("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		b := []byte(s)
+		n := headEnd(b)
+		if n < 0 {
+			return
+		}
+		resp, ok := parseResponseHead(b[:n], nil)
+		if !ok {
+			return
+		}
+		std, err := http.ReadResponse(bufio.NewReader(strings.NewReader(string(b[:n]))), &http.Request{Method: "GET"})
+		if err != nil {
+			t.Fatalf("%q: we take it, net/http refuses it: %v", s, err)
+		}
+		if std.StatusCode != resp.status {
+			t.Fatalf("%q: status %d, net/http %d", s, resp.status, std.StatusCode)
+		}
+		if resp.status >= 200 && resp.status != 204 && resp.status != 304 {
+			chunked := len(std.TransferEncoding) == 1 && std.TransferEncoding[0] == "chunked"
+			if chunked != resp.chunked || !chunked && std.ContentLength != resp.contentLength {
+				t.Fatalf("%q: chunked %v length %d, net/http %v %d", s, resp.chunked, resp.contentLength, std.TransferEncoding, std.ContentLength)
+			}
 		}
 	})
 }

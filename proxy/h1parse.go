@@ -393,6 +393,9 @@ func parseResponseHead(head []byte, hdrs []h1Header) (resp h1Response, ok bool) 
 			h.drop = true
 		}
 	}
+	if resp.chunked && resp.http10 {
+		return resp, false // RFC 9112 6.1: faulty; net/http would read it until the close
+	}
 	if resp.chunked && resp.contentLength >= 0 {
 		// Transfer-Encoding wins (RFC 9112 6.3); the length is not sent on.
 		for i := range resp.headers {
