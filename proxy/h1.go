@@ -328,6 +328,9 @@ func (h *h1Conn) roundTrip(req *h1Request, target Target, wire []byte, bodyLen i
 			return keep, nil
 		}
 		bc.Close()
+		if errors.Is(err, errClientWrite) {
+			return false, nil // the client went away; not the backend's fault
+		}
 		if sent {
 			// Part of the response reached the client: all we can do is
 			// end the connection.
@@ -337,9 +340,6 @@ func (h *h1Conn) roundTrip(req *h1Request, target Target, wire []byte, bodyLen i
 		}
 		if reused && attempt == 0 && isStale(err) {
 			continue
-		}
-		if errors.Is(err, errClientWrite) {
-			return false, nil
 		}
 		return h.badGateway(req, "%w", err)
 	}
@@ -522,7 +522,7 @@ func (h *h1Conn) appendHead(b []byte, resp *h1Response, closeClient bool) []byte
 // connection stays usable.
 func (h *h1Conn) badGateway(req *h1Request, format string, err error) (bool, error) {
 	h.s.stats.backendErrors.Add(1)
-	h.s.log.Info("backend request failed", "host", string(req.host), "path", string(req.path), "err", err)
+	h.s.log.Info("backend request failed", "host", string(req.host), "path", string(req.path), "err", fmt.Errorf(format, err))
 	closeClient := req.close || h.quit.Load()
 	msg := "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n"
 	if closeClient {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -371,6 +372,33 @@ func TestH1StalePooledConnection(t *testing.T) {
 	}
 	if n := be.count.Load(); n < 3 {
 		t.Errorf("%d backend connections, want a new one per request", n)
+	}
+}
+
+// TestH1ClientGoneIsNotABackendError: a client that leaves before its
+// response is written ends its connection without counting against the
+// backend.
+func TestH1ClientGoneIsNotABackendError(t *testing.T) {
+	checkGoroutines(t)
+	f := newFixture(t)
+	clientGone := make(chan struct{})
+	big := strings.Repeat("z", 4<<20)
+	be := startTCPBackend(t, func(c net.Conn) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		<-clientGone
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+fmt.Sprint(len(big))+"\r\n\r\n"+big)
+	})
+	s, addr := startProxy(t, Config{Certs: f.store, Mode: ModeHTTP, Default: be.target()})
+	c := dialH1(t, f, addr)
+	c.send("GET /r HTTP/1.1\r\nHost: app.test\r\n\r\n")
+	waitFor(t, 5*time.Second, "the request to reach the backend", func() bool { return be.count.Load() == 1 })
+	c.c.Close()
+	close(clientGone)
+	waitFor(t, 10*time.Second, "the proxy to close the connection", func() bool { return s.Stats().Active == 0 })
+	if st := s.Stats(); st.BackendErrors != 0 {
+		t.Errorf("BackendErrors %d, want 0: the client left, the backend did nothing wrong", st.BackendErrors)
 	}
 }
 
