@@ -2,6 +2,8 @@ package evidence
 
 import (
 	"bytes"
+	"encoding/hex"
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -186,4 +188,33 @@ func hexs(b []byte) string {
 		out = append(out, digits[c>>4], digits[c&15])
 	}
 	return string(out)
+}
+
+// TestParseTDQuoteBadQEAuthDataSize: a quote whose QE authentication data
+// size points past its end (go-tdx-guest v0.3.1 panics on it) is a clear
+// error, not a crash.
+func TestParseTDQuoteBadQEAuthDataSize(t *testing.T) {
+	var resp struct {
+		Quote string `json:"quote"`
+	}
+	if err := json.Unmarshal(readFixture(t, fixtureFull), &resp); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := hex.DecodeString(resp.Quote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParseTDQuote(raw); err != nil {
+		t.Fatalf("the untouched fixture: %v", err)
+	}
+	// Header 48 + body 584 + signed-data size 4 + signature 64 + attestation
+	// key 64 + certification data type 2 and size 4 + QE report 384 + its
+	// signature 64: the QE authentication data size, two bytes.
+	const off = 48 + 584 + 4 + 64 + 64 + 2 + 4 + 384 + 64
+	bad := bytes.Clone(raw)
+	bad[off], bad[off+1] = 0xff, 0xff
+	_, err = ParseTDQuote(bad)
+	if err == nil || !strings.Contains(err.Error(), "malformed quote") {
+		t.Fatalf("QE auth data size 0xffff: %v, want a malformed-quote error", err)
+	}
 }

@@ -107,6 +107,19 @@ type TDQuote struct {
 	TDAttributes [8]byte
 }
 
+// quoteToProto is abi.QuoteToProto for untrusted bytes. go-tdx-guest v0.3.1
+// slices by length fields it has not checked (the QE authentication data's
+// size, found by FuzzParseAgentQuote), so a malformed quote can panic it;
+// that becomes an error here, as any other malformed quote does.
+func quoteToProto(raw []byte) (p any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			p, err = nil, fmt.Errorf("malformed quote: a length field points past its %d bytes (go-tdx-guest: %v)", len(raw), r)
+		}
+	}()
+	return abi.QuoteToProto(raw)
+}
+
 // ParseTDQuote parses a raw TDX quote. Only version 4 quotes of a TDX TEE
 // (header 04 00 02 00 81 00 00 00) are accepted. It checks layout, not signatures.
 func ParseTDQuote(raw []byte) (*TDQuote, error) {
@@ -116,7 +129,7 @@ func ParseTDQuote(raw []byte) (*TDQuote, error) {
 	if raw[0] != 4 || raw[1] != 0 {
 		return nil, fmt.Errorf("parsing TDX quote: version %d, only version 4 accepted", int(raw[0])|int(raw[1])<<8)
 	}
-	p, err := abi.QuoteToProto(raw)
+	p, err := quoteToProto(raw)
 	if err != nil {
 		return nil, fmt.Errorf("parsing TDX quote: %w", err)
 	}

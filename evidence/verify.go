@@ -206,7 +206,7 @@ func signatureCheck(tq *TDQuote, opts VerifyOptions) Check {
 	if opts.Collateral && vo.Getter == nil {
 		vo.Getter = trust.DefaultHTTPSGetter()
 	}
-	if err := verify.TdxQuote(tq.Proto, vo); err != nil {
+	if err := verifyTdxQuote(tq, vo); err != nil {
 		c.Status, c.Got, c.Detail = Fail, err.Error(), "quote signature verification failed (trusted roots: "+roots+")"
 		c.Hint = "the quote was not produced by a genuine TDX module under a trusted root, or it was altered"
 		return c
@@ -384,4 +384,16 @@ func ParseCertsPEM(b []byte) ([]*x509.Certificate, error) {
 		return nil, errors.New("no PEM CERTIFICATE block")
 	}
 	return out, nil
+}
+
+// verifyTdxQuote is verify.TdxQuote with a panic on malformed input turned
+// into a failure: the parser of the same library panicked on a bad length
+// field (see quoteToProto), and an auditor's verifier must report, not crash.
+func verifyTdxQuote(tq *TDQuote, vo *verify.Options) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("malformed quote: go-tdx-guest failed on it: %v", r)
+		}
+	}()
+	return verify.TdxQuote(tq.Proto, vo)
 }
