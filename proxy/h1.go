@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -86,6 +87,16 @@ func (f *httpFront) serveH1(c *trackedConn, tc *tls.Conn, st *tls.ConnectionStat
 	if closing {
 		h.quit.Store(true)
 	}
+	// As net/http does for its connections: a bug reached by one client's
+	// bytes ends that connection, logged with its stack, not the process.
+	defer func() {
+		if r := recover(); r != nil {
+			buf := make([]byte, 64<<10)
+			buf = buf[:runtime.Stack(buf, false)]
+			h.s.log.Error("panic serving an HTTP/1.1 connection", "remote", c.RemoteAddr().String(), "panic", fmt.Sprint(r), "stack", string(buf))
+			h.abort()
+		}
+	}()
 	h.in = make([]byte, h1InitialBuf)
 	for {
 		n, err := h.readHead()
