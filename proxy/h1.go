@@ -318,7 +318,7 @@ func (h *h1Conn) roundTrip(req *h1Request, target Target, wire []byte, bodyLen i
 	rb := getBackBuf()
 	defer putBackBuf(rb)
 	for attempt := 0; ; attempt++ {
-		bc, reused, err := h.f.pool.get(s, target.Addr)
+		bc, reused, err := h.f.pool.get(h.f, target.Addr)
 		if err != nil {
 			return h.badGateway(req, "dialling the backend: %w", err)
 		}
@@ -369,7 +369,7 @@ var (
 func (h *h1Conn) exchange(req *h1Request, bc *backConn, wire, rb []byte) (keep, sent bool, err error) {
 	s := h.s
 	bc.SetWriteDeadline(time.Now().Add(s.cfg.ServerTimeout))
-	if _, err := bc.write(wire); err != nil {
+	if _, err := bc.Write(wire); err != nil {
 		if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
 			err = fmt.Errorf("%w: %w", errNoResponse, err)
 		}
@@ -389,7 +389,7 @@ func (h *h1Conn) exchange(req *h1Request, bc *backConn, wire, rb []byte) (keep, 
 			if have == len(rb) {
 				return false, sent, errors.New("the backend's response head is larger than 64 KiB")
 			}
-			m, err := bc.read(rb[have:])
+			m, err := bc.Read(rb[have:])
 			have += m
 			if err != nil && m == 0 {
 				if have == 0 && !sent && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)) {
@@ -457,7 +457,7 @@ func (h *h1Conn) exchange(req *h1Request, bc *backConn, wire, rb []byte) (keep, 
 
 	lastRead := monotime()
 	for !done {
-		m, err := bc.read(rb)
+		m, err := bc.Read(rb)
 		if m > 0 {
 			lastRead = monotime()
 			part, payload, d, ferr := h.frame(rb[:m], ch, &remain, bodyKnown)
@@ -545,21 +545,9 @@ func (h *h1Conn) badGateway(req *h1Request, format string, err error) (bool, err
 	return !closeClient, nil
 }
 
-// writeClient writes to the client, several TLS records in one write.
+// writeClient writes to the client (see trackedConn.writeTLS).
 func (h *h1Conn) writeClient(p []byte) error {
-	if now := monotime(); now-h.clientWD > int64(h.s.cfg.ClientTimeout/16) {
-		h.c.SetWriteDeadline(time.Now().Add(h.s.cfg.ClientTimeout))
-		h.clientWD = now
-	}
-	if len(p) <= bufSize {
-		_, err := h.tc.Write(p)
-		return err
-	}
-	h.c.startGather()
-	_, err := h.tc.Write(p)
-	if ferr := h.c.flushGather(); err == nil {
-		err = ferr
-	}
+	_, err := h.c.writeTLS(h.tc, p, h.s.cfg.ClientTimeout, &h.clientWD)
 	return err
 }
 
@@ -591,26 +579,12 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 	return ctx
 }
 
-// backConn is a plain TCP connection to a backend.
+// backConn is a connection to a backend, as dialBackend makes it (raw I/O
+// for plain TCP), with its pool bookkeeping.
 type backConn struct {
 	net.Conn
-	raw       *rawIO
 	addr      string
 	idleSince int64
-}
-
-func (b *backConn) read(p []byte) (int, error) {
-	if b.raw != nil {
-		return b.raw.Read(p)
-	}
-	return b.Conn.Read(p)
-}
-
-func (b *backConn) write(p []byte) (int, error) {
-	if b.raw != nil {
-		return b.raw.Write(p)
-	}
-	return b.Conn.Write(p)
 }
 
 // backPool keeps idle backend connections per address, most recently used
@@ -623,7 +597,7 @@ type backPool struct {
 	closed bool
 }
 
-func (p *backPool) get(s *Server, addr string) (*backConn, bool, error) {
+func (p *backPool) get(f *httpFront, addr string) (*backConn, bool, error) {
 	p.mu.Lock()
 	for l := p.idle[addr]; len(l) > 0; l = p.idle[addr] {
 		bc := l[len(l)-1]
@@ -636,11 +610,11 @@ func (p *backPool) get(s *Server, addr string) (*backConn, bool, error) {
 		bc.Close()
 	}
 	p.mu.Unlock()
-	c, err := s.dialer.DialContext(s.ctx, "tcp", addr)
+	c, err := f.dialBackend(f.s.ctx, "tcp", addr)
 	if err != nil {
 		return nil, false, err
 	}
-	return &backConn{Conn: c, raw: newRawIO(c), addr: addr}, false, nil
+	return &backConn{Conn: c, addr: addr}, false, nil
 }
 
 func (p *backPool) put(bc *backConn) {

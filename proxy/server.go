@@ -319,6 +319,30 @@ func (c *trackedConn) flushGather() error {
 	return err
 }
 
+// writeTLS writes p through tc, the TLS connection over c, and reports how
+// many bytes of p were sent. The write deadline is pushed to timeout at most
+// every timeout/16 (each push moves a runtime timer; *lastWD holds when). More
+// than one record's worth is gathered and sent in one system call: crypto/tls
+// would write each record with its own.
+func (c *trackedConn) writeTLS(tc *tls.Conn, p []byte, timeout time.Duration, lastWD *int64) (int, error) {
+	if now := monotime(); now-*lastWD > int64(timeout/16) {
+		c.SetWriteDeadline(time.Now().Add(timeout))
+		*lastWD = now
+	}
+	if len(p) <= bufSize {
+		return tc.Write(p)
+	}
+	c.startGather()
+	n, err := tc.Write(p)
+	if ferr := c.flushGather(); err == nil {
+		err = ferr
+	}
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
 func (c *trackedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() { c.s.forget(c) })

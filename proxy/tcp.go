@@ -506,25 +506,8 @@ func (x *tcpSession) readClient(p []byte) (int, error) {
 }
 
 func (x *tcpSession) writeClient(p []byte) error {
-	if now := monotime(); now-x.clientWD > int64(x.s.cfg.ClientTimeout/16) {
-		x.client.SetWriteDeadline(time.Now().Add(x.s.cfg.ClientTimeout))
-		x.clientWD = now
-	}
-	if len(p) <= bufSize {
-		n, err := x.tc.Write(p)
-		x.s.stats.toClients.Add(uint64(n))
-		return err
-	}
-	// More than one record: crypto/tls writes each record with its own
-	// syscall; gather them and send them at once.
-	x.client.startGather()
-	n, err := x.tc.Write(p)
-	if ferr := x.client.flushGather(); err == nil {
-		err = ferr
-	}
-	if err == nil {
-		x.s.stats.toClients.Add(uint64(n))
-	}
+	n, err := x.client.writeTLS(x.tc, p, x.s.cfg.ClientTimeout, &x.clientWD)
+	x.s.stats.toClients.Add(uint64(n))
 	return err
 }
 
