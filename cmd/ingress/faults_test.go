@@ -186,6 +186,8 @@ func TestFailingDomainDoesNotBlockOthers(t *testing.T) {
 		code, body = readyz(t, maddr)
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "certificate app.elsewhere.test: not obtained yet (1 failed attempts")
 	}, func() string { return body })
+	// The bundle is built after the certificate is served, not with it.
+	p.waitLog(regexpMust(`msg="evidence bundle published"`), 20*time.Second)
 	pb := verifyEvidence(t, w, addr, "app."+testZone)
 	if pb.Leaf(evidence.CertFileName("app.ingress.test")) == nil || pb.Leaf(evidence.CertFileName("app.elsewhere.test")) != nil {
 		t.Fatal("the bundle should hold exactly the certificate that exists")
