@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -291,6 +292,7 @@ func (c *CA) newOrder(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	replaces := orderReplaces(body)
+	aliasSignedSerial(c.db, replaces)
 
 	c.mu.Lock()
 	c.lastReplaces = replaces
@@ -335,6 +337,42 @@ func orderReplaces(body []byte) string {
 		return ""
 	}
 	return order.Replaces
+}
+
+// aliasSignedSerial works around letsencrypt/pebble#550 (open in v2.10.1):
+// pebble files an issued order under the hex of the serial's magnitude
+// (big.Int.Bytes) but looks a new order's "replaces" up by the hex of the
+// certID's serial bytes, which RFC 9773 section 4.1 makes the DER value
+// bytes, with a 0x00 sign byte in front when the top bit is set. Pebble's
+// serials are below 2^63, so that happens to the one serial in 256 that is
+// shorter than 8 bytes and starts at or above 0x80, and pebble then answers
+// a correct renewal with a 500. Filing the same order under the signed form
+// too, before pebble sees the request, keeps "replaces" working, and since
+// both keys point at one order, a second replacement still gets
+// alreadyReplaced.
+func aliasSignedSerial(store *db.MemoryStore, replaces string) {
+	_, serialB64, ok := strings.Cut(replaces, ".")
+	if !ok {
+		return
+	}
+	serial, err := base64.RawURLEncoding.DecodeString(serialB64)
+	if err != nil || len(serial) < 2 || serial[0] != 0 || serial[1] < 0x80 {
+		return
+	}
+	order, err := store.GetOrderByIssuedSerial(hex.EncodeToString(serial[1:]))
+	if err != nil {
+		return
+	}
+	// AddOrderByIssuedSerial keys by CertificateObject.ID; the order's lock
+	// keeps pebble's own readers from seeing the borrowed ID.
+	order.Lock()
+	defer order.Unlock()
+	issued := order.CertificateObject
+	alias := *issued
+	alias.ID = hex.EncodeToString(serial)
+	order.CertificateObject = &alias
+	_ = store.AddOrderByIssuedSerial(order) // cannot fail: CertificateObject is set
+	order.CertificateObject = issued
 }
 
 // rateLimited answers like Boulder does when an account hits a limit: a 429

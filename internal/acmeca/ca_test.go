@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -30,6 +31,8 @@ import (
 	"github.com/go-acme/lego/v4/lego"
 	legolog "github.com/go-acme/lego/v4/log"
 	"github.com/go-acme/lego/v4/registration"
+	"github.com/letsencrypt/pebble/v2/core"
+	"github.com/letsencrypt/pebble/v2/db"
 	"github.com/miekg/dns"
 
 	"github.com/tee-ingress/tee-ingress/internal/dnsserver"
@@ -436,6 +439,85 @@ func TestOrderReplaces(t *testing.T) {
 	}
 }
 
+// TestAliasSignedSerial files an order the way pebble does, under the hex of
+// the serial's magnitude, and looks it up the way pebble's new-order handler
+// does, under the hex of the certID serial lego sends (letsencrypt/pebble#550).
+func TestAliasSignedSerial(t *testing.T) {
+	aki := []byte{0x45, 0x30, 0x08, 0x34}
+	certID := func(serial uint64) (string, string) {
+		leaf := &x509.Certificate{SerialNumber: new(big.Int).SetUint64(serial), AuthorityKeyId: aki}
+		id, err := certificate.MakeARICertID(leaf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := base64.RawURLEncoding.DecodeString(id[strings.IndexByte(id, '.')+1:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id, fmt.Sprintf("%x", b)
+	}
+	file := func(store *db.MemoryStore, serial uint64) *core.Order {
+		o := &core.Order{ID: fmt.Sprint(serial), CertificateObject: &core.Certificate{ID: fmt.Sprintf("%x", new(big.Int).SetUint64(serial).Bytes())}}
+		if err := store.AddOrderByIssuedSerial(o); err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+
+	// Seven bytes with the top bit set: DER adds a sign byte.
+	store := db.NewMemoryStore()
+	o := file(store, 0x859ff78a5a457e)
+	replaces, key := certID(0x859ff78a5a457e)
+	if key != "00859ff78a5a457e" {
+		t.Fatalf("lego's certID serial is %s, want the DER value bytes 00859ff78a5a457e", key)
+	}
+	if _, err := store.GetOrderByIssuedSerial(key); err == nil {
+		t.Fatal("pebble found the signed serial without the alias: the workaround is no longer needed")
+	}
+	aliasSignedSerial(store, replaces)
+	got, err := store.GetOrderByIssuedSerial(key)
+	if err != nil || got != o {
+		t.Fatalf("lookup by the signed serial after the alias: %v, %v", got, err)
+	}
+	if o.CertificateObject.ID != "859ff78a5a457e" {
+		t.Fatalf("the order's certificate ID became %q; pebble builds the certificate URL from it", o.CertificateObject.ID)
+	}
+	// Both keys name one order, so a replacement through the alias marks
+	// it replaced for the plain key too (pebble's alreadyReplaced check).
+	if err := store.UpdateReplacedOrder(key, true); err != nil {
+		t.Fatal(err)
+	}
+	if plain, err := store.GetOrderByIssuedSerial("859ff78a5a457e"); err != nil || !plain.IsReplaced {
+		t.Fatalf("the order under its plain serial: %+v, %v", plain, err)
+	}
+
+	// Eight bytes below 2^63 (most pebble serials): no sign byte, no alias.
+	store = db.NewMemoryStore()
+	file(store, 0x1122334455667788)
+	replaces, key = certID(0x1122334455667788)
+	aliasSignedSerial(store, replaces)
+	if key != "1122334455667788" {
+		t.Fatalf("certID serial %s", key)
+	}
+	if _, err := store.GetOrderByIssuedSerial("00" + key); err == nil {
+		t.Fatal("an alias was filed for a serial without a sign byte")
+	}
+
+	// Garbage and certIDs of certificates pebble never issued change nothing.
+	_, unknown := certID(0x80000000000001)
+	for _, r := range []string{"", ".", "no-dot", "a.!!!", "a.AA", "a.AIA", replacesFor(aki, unknown)} {
+		aliasSignedSerial(store, r)
+	}
+	if _, err := store.GetOrderByIssuedSerial(unknown); err == nil {
+		t.Fatal("an alias was filed for a serial pebble never issued")
+	}
+}
+
+func replacesFor(aki []byte, serialHex string) string {
+	b, _ := hex.DecodeString(serialHex)
+	return base64.RawURLEncoding.EncodeToString(aki) + "." + base64.RawURLEncoding.EncodeToString(b)
+}
+
 // FuzzOrderReplaces feeds arbitrary new-order bodies to the JWS payload
 // reader, which sees every client's bytes before pebble does: it must not
 // panic, and it must read back the "replaces" of a well-formed payload.
@@ -444,7 +526,7 @@ func FuzzOrderReplaces(f *testing.F) {
 	f.Add([]byte(`{"payload":""}`), "")
 	f.Add([]byte(`{"payload":"eyJyZXBsYWNlcyI6MX0"}`), "x\"y")
 	f.Fuzz(func(t *testing.T, body []byte, replaces string) {
-		_ = orderReplaces(body)
+		aliasSignedSerial(db.NewMemoryStore(), orderReplaces(body))
 		if !utf8.ValidString(replaces) {
 			return
 		}

@@ -11,6 +11,9 @@
 // windows (SetRenewalInfo) and adds "Retry-After: 1" to challenge,
 // authorization and order responses that lack one, because lego otherwise
 // waits 5 s before polling a validation that pebble finishes in milliseconds.
+// It also files each replaced order under the DER form of its serial, so
+// that pebble's "replaces" lookup does not fail for one serial in 256
+// (letsencrypt/pebble#550; see aliasSignedSerial).
 //
 // Pebble reads its settings from environment variables in its constructors;
 // Start sets PEBBLE_VA_NOSLEEP=1, PEBBLE_VA_ALWAYS_VALID=0,
