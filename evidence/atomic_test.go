@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -190,4 +191,78 @@ func memTempDir(t *testing.T) string {
 		}
 	}
 	return t.TempDir()
+}
+
+// A reader that opened .current just before its version was pruned must be
+// told the version is gone (ENOENT: read again), as the publisher's layout
+// promises, not that the bundle is broken. Pruning removes the files, then
+// the folder: a reader can list the folder in between and find it empty.
+func TestReadBundleDirVersionPruned(t *testing.T) {
+	dir := t.TempDir()
+	q := newUnsignedQuoter(t)
+	p := newPublisher(t, q, dir)
+	in := testInput(t, newTestPKI(t))
+	publish := func() {
+		t.Helper()
+		if _, err := p.Publish(context.Background(), in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish()
+	current := filepath.Join(dir, ".current")
+	first, err := os.Readlink(current)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := os.OpenRoot(current)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	if files, err := readBundleRoot(root, current); err != nil || len(files) == 0 {
+		t.Fatalf("before the swap: %d files, %v", len(files), err)
+	}
+	wantGone := func(when string) {
+		t.Helper()
+		_, err := readBundleRoot(root, current)
+		if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "was removed while it was read") || !strings.Contains(err.Error(), "read it again") {
+			t.Fatalf("%s: %v", when, err)
+		}
+	}
+
+	// A newer version is in force; the first is emptied as the pruner's
+	// RemoveAll does before it removes the folder.
+	publish()
+	entries, err := os.ReadDir(filepath.Join(dir, first))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if err := os.Remove(filepath.Join(dir, first, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantGone("the version half pruned")
+
+	// One more version: the pruner removes what is left of the first.
+	publish()
+	if _, err := os.Lstat(filepath.Join(dir, first)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("version %s still on disk (%v): the test needs it pruned", first, err)
+	}
+	wantGone("the version pruned")
+
+	// A folder that is simply empty is still reported as such.
+	empty := t.TempDir()
+	eroot, err := os.OpenRoot(empty)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eroot.Close()
+	if _, err := readBundleRoot(eroot, empty); err == nil || errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "has no files") {
+		t.Fatalf("an empty folder: %v", err)
+	}
+	// And the version in force reads whole.
+	if files, err := ReadBundleDir(current); err != nil || len(files) == 0 {
+		t.Fatalf("current version: %d files, %v", len(files), err)
+	}
 }

@@ -111,7 +111,8 @@ func ParseBundle(files map[string][]byte) (*ParsedBundle, error) {
 // does not start with a dot, following symlinks inside the folder. For a
 // live EVIDENCE_DIR pass EVIDENCE_DIR/.current: the folder is opened once,
 // so all files come from one version even while a new one is swapped in (if
-// that version is removed meanwhile, reading fails and can be retried).
+// that version is pruned meanwhile, the error wraps fs.ErrNotExist: read
+// again).
 func LoadBundleDir(dir string) (*ParsedBundle, error) {
 	files, err := ReadBundleDir(dir)
 	if err != nil {
@@ -127,6 +128,11 @@ func ReadBundleDir(dir string) (map[string][]byte, error) {
 		return nil, fmt.Errorf("reading bundle: %w", err)
 	}
 	defer root.Close()
+	return readBundleRoot(root, dir)
+}
+
+// readBundleRoot reads the bundle in root, which was opened at dir.
+func readBundleRoot(root *os.Root, dir string) (map[string][]byte, error) {
 	d, err := root.Open(".")
 	if err != nil {
 		return nil, fmt.Errorf("reading bundle: %w", err)
@@ -134,6 +140,9 @@ func ReadBundleDir(dir string) (map[string][]byte, error) {
 	entries, err := d.ReadDir(-1)
 	d.Close()
 	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) && removedSinceOpened(root, dir) {
+			return nil, errVersionGone(dir)
+		}
 		return nil, fmt.Errorf("reading bundle %s: %w", dir, err)
 	}
 	files := map[string][]byte{}
@@ -177,9 +186,34 @@ func ReadBundleDir(dir string) (map[string][]byte, error) {
 		files[name] = data
 	}
 	if len(files) == 0 {
+		// On tmpfs a version pruned after we opened it lists as empty
+		// rather than failing.
+		if removedSinceOpened(root, dir) {
+			return nil, errVersionGone(dir)
+		}
 		return nil, fmt.Errorf("reading bundle: %s has no files", dir)
 	}
 	return files, nil
+}
+
+// errVersionGone is the ENOENT the publisher's layout promises a reader
+// whose version was pruned under it.
+func errVersionGone(dir string) error {
+	return fmt.Errorf("reading bundle: %s was removed while it was read (a newer bundle replaced it; read it again): %w", dir, fs.ErrNotExist)
+}
+
+// removedSinceOpened says whether the folder root was opened on is no longer
+// what dir names: removed, or (through a symlink such as .current) replaced.
+func removedSinceOpened(root *os.Root, dir string) bool {
+	opened, err := root.Stat(".")
+	if err != nil {
+		return true
+	}
+	now, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return true
+	}
+	return err == nil && !os.SameFile(opened, now)
 }
 
 // VerifyBundle checks a bundle completely: every sha256sum.txt line against
