@@ -230,9 +230,14 @@ func TestReadBundleDirVersionPruned(t *testing.T) {
 		}
 	}
 
-	// A newer version is in force; the first is emptied as the pruner's
-	// RemoveAll does before it removes the folder.
+	// A newer version is in force, and the first is being pruned: listed
+	// after its sha256sum.txt went (the pruner's first step), the files
+	// left would look like a smaller bundle.
 	publish()
+	if err := os.Remove(filepath.Join(dir, first, SHA256SumFile)); err != nil {
+		t.Fatal(err)
+	}
+	wantGone("the version being pruned")
 	entries, err := os.ReadDir(filepath.Join(dir, first))
 	if err != nil {
 		t.Fatal(err)
@@ -242,7 +247,7 @@ func TestReadBundleDirVersionPruned(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	wantGone("the version half pruned")
+	wantGone("the version emptied")
 
 	// One more version: the pruner removes what is left of the first.
 	publish()

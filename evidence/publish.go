@@ -29,7 +29,9 @@ import (
 // of one version. A reader that needs several files of one version resolves
 // .current once: `cd -P EVIDENCE_DIR/.current` (or openat on its descriptor,
 // as LoadBundleDir does with os.Root); a reader that was too slow finds its
-// version gone (ENOENT) and starts again, but never sees a mixed set. The
+// version gone (ENOENT) and starts again, but never sees a mixed set (a
+// version is pruned sha256sum.txt first, so a listing taken midway is
+// recognised as going, not taken for a smaller bundle). The
 // previous version is kept until the next swap so such readers usually finish.
 const (
 	currentLink   = ".current"
@@ -181,6 +183,17 @@ func (p *Publisher) write(b *Bundle) error {
 	return nil
 }
 
+// removeVersion removes a version folder, sha256sum.txt first: a reader
+// that lists the folder while it is being emptied then finds no
+// sha256sum.txt and knows the version is going (ReadBundleDir), instead of
+// taking the files not yet removed for a whole bundle.
+func removeVersion(path string) error {
+	if err := os.Remove(filepath.Join(path, SHA256SumFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return os.RemoveAll(path)
+}
+
 // prune removes top-level names that are no longer in the bundle (removed
 // domains, files of an older in-place layout) and versions older than the
 // previous one. Failures are logged: the new bundle is in force already.
@@ -197,7 +210,7 @@ func (p *Publisher) prune(b *Bundle, keep, prev string) {
 		switch {
 		case strings.HasPrefix(name, versionPrefix):
 			if name != keep && name != prev {
-				err = os.RemoveAll(path)
+				err = removeVersion(path)
 			}
 		case strings.HasPrefix(name, tmpPrefix):
 			err = os.RemoveAll(path)

@@ -185,12 +185,13 @@ func readBundleRoot(root *os.Root, dir string) (map[string][]byte, error) {
 		}
 		files[name] = data
 	}
+	// The publisher prunes a version sha256sum.txt first: without it, a
+	// folder that is no longer the one dir names was listed while being
+	// emptied, and what was read is part of a bundle.
+	if _, ok := files[SHA256SumFile]; !ok && removedSinceOpened(root, dir) {
+		return nil, errVersionGone(dir)
+	}
 	if len(files) == 0 {
-		// On tmpfs a version pruned after we opened it lists as empty
-		// rather than failing.
-		if removedSinceOpened(root, dir) {
-			return nil, errVersionGone(dir)
-		}
 		return nil, fmt.Errorf("reading bundle: %s has no files", dir)
 	}
 	return files, nil
