@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	legoacme "github.com/go-acme/lego/v4/acme"
 	"github.com/go-acme/lego/v4/certificate"
 	"github.com/go-acme/lego/v4/challenge/dns01"
 	"github.com/miekg/dns"
@@ -363,6 +366,86 @@ func TestRenewalFollowsARIWindow(t *testing.T) {
 	}
 	if m.Current(domains) != cur {
 		t.Fatal("Current does not return the renewed certificate")
+	}
+}
+
+// TestRenewalReplacesRefused: the operator switched the account key
+// (ACME_ACCOUNT_KEY file -> kms) and kept the state. The stored certificate
+// belongs to the old account, so the CA refuses a renewal order that names
+// it (pebble and Let's Encrypt: unauthorized). The renewal goes ahead
+// without "replaces" instead of failing until the certificate expires.
+func TestRenewalReplacesRefused(t *testing.T) {
+	w := newWorld(t)
+	state := t.TempDir()
+	domains := []string{"app.example.test"}
+	old, err := w.manager(t, w.config(t, state)).Ensure(context.Background(), domains)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if err := w.ca.SetRenewalInfo(old.Leaf, now.Add(-time.Hour), now.Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	orders := w.ca.Orders()
+
+	cfg := w.config(t, state)
+	cfg.Keys = &FileKeySource{Path: filepath.Join(state, "another-account.key")}
+	var logs bytes.Buffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	m := w.manager(t, cfg)
+	if c, err := m.Ensure(context.Background(), domains); err != nil || !c.Leaf.Equal(old.Leaf) || w.ca.Orders() != orders {
+		t.Fatalf("the stored certificate was not taken up under the new account: %v", err)
+	}
+	cur, renewed, _, err := m.RenewIfDue(context.Background(), domains)
+	if err != nil || !renewed || cur.Leaf.Equal(old.Leaf) {
+		t.Fatalf("renewal after an account change: renewed=%v err=%v", renewed, err)
+	}
+	w.checkIssued(t, cur, domains)
+	if n := w.ca.Orders() - orders; n != 1 {
+		t.Fatalf("%d orders created, want 1 (the refused one creates none)", n)
+	}
+	if got := w.ca.LastReplaces(); got != "" {
+		t.Fatalf("the order that went through names %q, want no replaces", got)
+	}
+	wantID, _ := certificate.MakeARICertID(old.Leaf)
+	line := ""
+	for l := range strings.Lines(logs.String()) {
+		if strings.Contains(l, "refused the renewal order") {
+			line = l
+		}
+	}
+	if line == "" || !strings.Contains(line, "level=WARN") || !strings.Contains(line, wantID) ||
+		!strings.Contains(line, "requester account did not request the certificate being replaced") {
+		t.Fatalf("no warning naming the refused replaces and the CA's reason:\n%s", logs.String())
+	}
+}
+
+// A rate limit on the order that names the replaced certificate is not a
+// refusal of "replaces": dropping it would only lose the exemption.
+func TestOrderRefusedIsNotRateLimit(t *testing.T) {
+	m := &Manager{}
+	m.dir.NewOrder = "https://ca.example/new-order"
+	pd := func(url string) *legoacme.ProblemDetails {
+		return &legoacme.ProblemDetails{Type: "urn:ietf:params:acme:error:unauthorized", HTTPStatus: 403, Method: "POST", URL: url}
+	}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"new-order refused", fmt.Errorf("obtain: %w", pd(m.dir.NewOrder)), true},
+		{"new-order rate limited", &legoacme.RateLimitedError{ProblemDetails: pd(m.dir.NewOrder)}, false},
+		{"a challenge failed", pd("https://ca.example/chall/1"), false},
+		{"finalize refused", pd("https://ca.example/finalize/1"), false},
+		{"not a CA answer", errors.New("dial tcp: connection refused"), false},
+	} {
+		if got := m.orderRefused(tc.err); got != tc.want {
+			t.Errorf("%s: orderRefused = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	m.dir.NewOrder = "" // directory not read: nothing is a refusal
+	if m.orderRefused(pd("")) {
+		t.Error("a problem without a URL counted as a new-order refusal")
 	}
 }
 

@@ -259,6 +259,7 @@ func (u *user) GetPrivateKey() crypto.PrivateKey        { return u.key }
 
 // directoryMeta is what we need from the directory that lego does not expose.
 type directoryMeta struct {
+	NewOrder    string `json:"newOrder"`
 	RenewalInfo string `json:"renewalInfo"`
 	Meta        struct {
 		CAAIdentities           []string `json:"caaIdentities"`
@@ -613,6 +614,18 @@ func newCertificate(domains []string, chainPEM, keyPEM []byte) (*Certificate, er
 	return &Certificate{Domains: slices.Clone(domains), ChainPEM: chainPEM, Leaf: leaf, TLS: &tc}, nil
 }
 
+// orderRefused says whether err is the CA refusing the new-order request
+// itself, for a reason other than a rate limit: nothing was validated yet,
+// so ordering again costs one request.
+func (m *Manager) orderRefused(err error) bool {
+	var pd *legoacme.ProblemDetails
+	if !errors.As(err, &pd) || m.dir.NewOrder == "" || pd.URL != m.dir.NewOrder {
+		return false
+	}
+	var limited *legoacme.RateLimitedError
+	return !errors.As(err, &limited)
+}
+
 func (m *Manager) obtainLocked(ctx context.Context, domains []string, replacing *Certificate) (*Certificate, error) {
 	if err := m.setupLocked(ctx); err != nil {
 		return nil, err
@@ -637,10 +650,15 @@ func (m *Manager) obtainLocked(ctx context.Context, domains []string, replacing 
 	}
 	start := m.now()
 	res, err := m.client.Certificate.Obtain(req)
-	var already *legoacme.AlreadyReplacedError
-	if errors.As(err, &already) {
-		// Another instance of the app (same KMS account) renewed first; a
-		// plain order is still allowed.
+	if err != nil && req.ReplacesCertID != "" && m.orderRefused(err) {
+		// "replaces" only buys an exemption from rate limits; a CA that
+		// will not accept it must not stop the renewal. Seen: another
+		// account's certificate after ACME_ACCOUNT_KEY changed (Let's
+		// Encrypt, pebble: unauthorized), an issuer the CA does not know
+		// (Let's Encrypt: malformed), a serial the CA files differently
+		// (pebble: serverInternal). lego already retries alreadyReplaced.
+		m.log.Warn("the CA refused the renewal order that names the certificate it replaces; ordering without it",
+			"domain", domains[0], "replaces", req.ReplacesCertID, "err", err)
 		req.ReplacesCertID = ""
 		res, err = m.client.Certificate.Obtain(req)
 	}
