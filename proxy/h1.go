@@ -120,6 +120,11 @@ func (f *httpFront) serveH1(c *trackedConn, tc *tls.Conn, st *tls.ConnectionStat
 	}
 }
 
+// quitting says whether a response must close the connection because
+// Shutdown started. The server's flag is set before any connection is kicked,
+// so a response written while Shutdown is still kicking others closes too.
+func (h *h1Conn) quitting() bool { return h.quit.Load() || h.s.draining.Load() }
+
 // kick is called by Shutdown: an idle connection closes now, a busy one after
 // its response.
 func (h *h1Conn) kick() {
@@ -196,7 +201,7 @@ func (h *h1Conn) readHead() (int, error) {
 			}
 		} else {
 			h.pushIdleDeadline()
-			if h.quit.Load() {
+			if h.quitting() {
 				return 0, net.ErrClosed
 			}
 		}
@@ -422,7 +427,7 @@ func (h *h1Conn) exchange(req *h1Request, bc *backConn, wire, rb []byte) (keep, 
 	bodyKnown := true
 	remain := int64(0) // Content-Length bytes still to come
 	var ch *chunkedReader
-	closeClient := req.close || h.quit.Load()
+	closeClient := req.close || h.quitting()
 	switch {
 	case noBody(req.method, resp.status):
 	case resp.chunked:
@@ -534,7 +539,7 @@ func (h *h1Conn) appendHead(b []byte, resp *h1Response, closeClient bool) []byte
 func (h *h1Conn) badGateway(req *h1Request, format string, err error) (bool, error) {
 	h.s.stats.backendErrors.Add(1)
 	h.s.log.Info("backend request failed", "host", string(req.host), "path", string(req.path), "err", fmt.Errorf(format, err))
-	closeClient := req.close || h.quit.Load()
+	closeClient := req.close || h.quitting()
 	msg := "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n"
 	if closeClient {
 		msg = "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"

@@ -64,6 +64,7 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*trackedConn]struct{}
 	closing   bool
+	draining  atomic.Bool   // closing, for hot paths that must not take mu
 	quit      chan struct{} // closed when Shutdown starts
 	drained   chan struct{} // closed when conns is empty after Shutdown started
 	drainOnce sync.Once
@@ -395,6 +396,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	first := !s.closing
 	s.closing = true
+	s.draining.Store(true)
 	lns := make([]net.Listener, 0, len(s.listeners))
 	for ln := range s.listeners {
 		lns = append(lns, ln)
