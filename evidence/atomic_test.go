@@ -76,6 +76,7 @@ func TestAtomicPublication(t *testing.T) {
 		}
 		done.Store(true)
 	}
+	progress := make(chan struct{}, 1)
 	reader := func(read func() error) {
 		defer wg.Done()
 		deadline := time.Now().Add(2 * time.Minute)
@@ -83,6 +84,10 @@ func TestAtomicPublication(t *testing.T) {
 			if err := read(); err != nil {
 				fail(err)
 				return
+			}
+			select {
+			case progress <- struct{}{}:
+			default:
 			}
 		}
 	}
@@ -142,10 +147,38 @@ func TestAtomicPublication(t *testing.T) {
 		return nil
 	})
 
+	// Every 100 rebuilds, each reader must complete a read before the next
+	// ones: otherwise a slow reader (HTTP with one CPU under load) keeps
+	// finding the bundle changed and proves nothing.
+	okCounts := func() [3]int64 { return [3]int64{httpOK.Load(), pinnedOK.Load(), topOK.Load()} }
+	var seen [3]int64
+	waitReads := func(i int) {
+		limit := time.NewTimer(time.Minute)
+		defer limit.Stop()
+		for {
+			now := okCounts()
+			if now[0] > seen[0] && now[1] > seen[1] && now[2] > seen[2] {
+				seen = now
+				return
+			}
+			select {
+			case <-progress:
+			case <-limit.C:
+				fail(fmt.Errorf("after rebuild %d a reader completed no read for a minute (http, pinned, top-level: %v, before %v)", i, now, seen))
+				return
+			}
+			if done.Load() {
+				return
+			}
+		}
+	}
 	start := time.Now()
 	for i := 1; i <= rebuilds && !done.Load(); i++ {
 		if _, err := p.Publish(context.Background(), inputs[i%len(inputs)]); err != nil {
 			fail(fmt.Errorf("rebuild %d: %w", i, err))
+		}
+		if i%100 == 0 {
+			waitReads(i)
 		}
 	}
 	elapsed := time.Since(start)
