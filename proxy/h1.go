@@ -9,7 +9,6 @@ import (
 	"net"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -59,8 +58,7 @@ type h1Conn struct {
 
 	reqHdrs, respHdrs []h1Header
 
-	quit     atomic.Bool // Shutdown started: answer what is in flight, then close
-	idleSet  int64       // monotime when the idle read deadline was last pushed
+	idleSet  int64 // monotime when the idle read deadline was last pushed
 	clientWD int64
 
 	mu      sync.Mutex
@@ -82,11 +80,7 @@ func (f *httpFront) serveH1(c *trackedConn, tc *tls.Conn, st *tls.ConnectionStat
 	}
 	f.s.mu.Lock()
 	c.abort, c.kick = h.abort, h.kick
-	closing := f.s.closing
 	f.s.mu.Unlock()
-	if closing {
-		h.quit.Store(true)
-	}
 	// As net/http does for its connections: a bug reached by one client's
 	// bytes ends that connection, logged with its stack, not the process.
 	defer func() {
@@ -121,16 +115,14 @@ func (f *httpFront) serveH1(c *trackedConn, tc *tls.Conn, st *tls.ConnectionStat
 }
 
 // quitting says whether a response must close the connection because
-// Shutdown started. The server's flag is set before any connection is kicked,
-// so a response written while Shutdown is still kicking others closes too.
-func (h *h1Conn) quitting() bool { return h.quit.Load() || h.s.draining.Load() }
+// Shutdown started. The server's flag, not the kick, decides: it is set
+// before any connection is kicked, so a response written while Shutdown is
+// still kicking others closes too.
+func (h *h1Conn) quitting() bool { return h.s.closing.Load() }
 
-// kick is called by Shutdown: an idle connection closes now, a busy one after
-// its response.
-func (h *h1Conn) kick() {
-	h.quit.Store(true)
-	h.c.SetReadDeadline(time.Unix(1, 0))
-}
+// kick is called by Shutdown, after quitting became true: an idle connection
+// wakes from its read and closes now, a busy one closes after its response.
+func (h *h1Conn) kick() { h.c.SetReadDeadline(time.Unix(1, 0)) }
 
 // abort closes both sides at once (the drain deadline passed).
 func (h *h1Conn) abort() {
@@ -211,7 +203,7 @@ func (h *h1Conn) readHead() (int, error) {
 		m, err := h.tc.Read(h.in[h.w:])
 		h.w += m
 		if err != nil && m == 0 {
-			if isTimeout(err) && h.quit.Load() && h.w > h.r && !kicked {
+			if isTimeout(err) && h.quitting() && h.w > h.r && !kicked {
 				// Shutdown cut into a head being read: let it arrive.
 				kicked = true
 				h.c.SetReadDeadline(time.Now().Add(h.s.cfg.HeaderTimeout))

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
 	"strconv"
 )
 
@@ -533,11 +534,7 @@ func (c *chunkedReader) feed(b []byte) (int, bool, error) {
 	return len(b), false, nil
 }
 
-var errChunked = &chunkedError{}
-
-type chunkedError struct{}
-
-func (*chunkedError) Error() string { return "malformed chunked encoding from the backend" }
+var errChunked = errors.New("malformed chunked encoding from the backend")
 
 // appendStatusLine writes "HTTP/1.1 <status> <reason>\r\n".
 func appendStatusLine(b []byte, status int, reason []byte) []byte {

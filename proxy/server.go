@@ -63,8 +63,7 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*trackedConn]struct{}
-	closing   bool
-	draining  atomic.Bool   // closing, for hot paths that must not take mu
+	closing   atomic.Bool   // Shutdown started; set under mu, read without it on hot paths
 	quit      chan struct{} // closed when Shutdown starts
 	drained   chan struct{} // closed when conns is empty after Shutdown started
 	drainOnce sync.Once
@@ -161,7 +160,7 @@ func (s *Server) Stats() Stats {
 // It may be called for several listeners at once. ln is closed on return.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
-	if s.closing {
+	if s.closing.Load() {
 		s.mu.Unlock()
 		ln.Close()
 		return ErrServerClosed
@@ -179,7 +178,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	for {
 		raw, err := ln.Accept()
 		if err != nil {
-			if s.isClosing() {
+			if s.closing.Load() {
 				return ErrServerClosed
 			}
 			var te interface{ Temporary() bool }
@@ -230,7 +229,7 @@ func (s *Server) track(raw net.Conn) *trackedConn {
 	c := &trackedConn{Conn: raw, s: s, raw: newRawIO(raw)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closing {
+	if s.closing.Load() {
 		s.stats.active.Add(-1)
 		return nil
 	}
@@ -243,18 +242,12 @@ func (s *Server) forget(c *trackedConn) {
 	s.stats.active.Add(-1)
 	s.mu.Lock()
 	delete(s.conns, c)
-	empty := s.closing && len(s.conns) == 0
+	empty := s.closing.Load() && len(s.conns) == 0
 	s.mu.Unlock()
 	if empty {
 		s.drainOnce.Do(func() { close(s.drained) })
 	}
 	s.wg.Done()
-}
-
-func (s *Server) isClosing() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closing
 }
 
 // trackedConn is a client connection counted against MaxConns until closed.
@@ -394,9 +387,7 @@ func (s *Server) handle(c *trackedConn) {
 // in tcp mode a connection ends when both sides close it.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	first := !s.closing
-	s.closing = true
-	s.draining.Store(true)
+	first := !s.closing.Swap(true)
 	lns := make([]net.Listener, 0, len(s.listeners))
 	for ln := range s.listeners {
 		lns = append(lns, ln)
