@@ -582,6 +582,7 @@ type backConn struct {
 	net.Conn
 	addr      string
 	idleSince int64
+	idle      *idleCheck
 }
 
 // backPool keeps idle backend connections per address, most recently used
@@ -600,18 +601,25 @@ func (p *backPool) get(f *httpFront, addr string) (*backConn, bool, error) {
 		bc := l[len(l)-1]
 		p.idle[addr] = l[:len(l)-1]
 		p.n--
-		if time.Duration(monotime()-bc.idleSince) < backIdleTimeout {
-			p.mu.Unlock()
+		if time.Duration(monotime()-bc.idleSince) >= backIdleTimeout {
+			bc.Close()
+			continue
+		}
+		p.mu.Unlock()
+		if bc.idle.silent() {
 			return bc, true, nil
 		}
+		// The backend sent bytes or closed while the connection was idle:
+		// whatever it sent belongs to no request of ours.
 		bc.Close()
+		p.mu.Lock()
 	}
 	p.mu.Unlock()
 	c, err := f.dialBackend(f.s.ctx, "tcp", addr)
 	if err != nil {
 		return nil, false, err
 	}
-	return &backConn{Conn: c, addr: addr}, false, nil
+	return &backConn{Conn: c, addr: addr, idle: newIdleCheck(c)}, false, nil
 }
 
 func (p *backPool) put(bc *backConn) {

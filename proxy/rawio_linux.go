@@ -160,3 +160,54 @@ func unwrapRaw(err error) error {
 	}
 	return err
 }
+
+// idleCheck tells whether nothing is waiting to be read on a pooled backend
+// connection: no byte and no end of stream. A connection is reused only when
+// it is silent, so bytes a backend sent after a complete response (a HEAD
+// answer with a body, a second unasked response) never reach the next client
+// as its answer. One recv(2) with MSG_PEEK|MSG_DONTWAIT: nothing is consumed.
+// It is made once per connection so that the check allocates nothing; one
+// goroutine at a time (the pool's taker) uses it.
+type idleCheck struct {
+	raw   syscall.RawConn
+	quiet bool
+	b     [1]byte
+	fn    func(fd uintptr)
+}
+
+// newIdleCheck returns nil when c is not a socket it can look at; such a
+// connection is never silent.
+func newIdleCheck(c net.Conn) *idleCheck {
+	if rc, isRaw := c.(*rawConn); isRaw {
+		c = rc.Conn
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	k := &idleCheck{raw: raw}
+	k.fn = k.peek
+	return k
+}
+
+func (k *idleCheck) peek(fd uintptr) {
+	for {
+		_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&k.b[0])), 1, syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		if e != syscall.EINTR {
+			k.quiet = e == syscall.EAGAIN
+			return
+		}
+	}
+}
+
+func (k *idleCheck) silent() bool {
+	if k == nil {
+		return false
+	}
+	k.quiet = false
+	return k.raw.Control(k.fn) == nil && k.quiet
+}
