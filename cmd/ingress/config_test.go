@@ -303,7 +303,7 @@ func TestDstackIngressCompat(t *testing.T) {
 // default, on stdout, with exit status 0.
 func TestHelp(t *testing.T) {
 	var out, errb bytes.Buffer
-	if code := run(context.Background(), []string{"--help"}, lookupMap(nil), &out, &errb); code != 0 || errb.Len() != 0 {
+	if code := run(context.Background(), []string{"--help"}, lookupMap(nil), &out, &errb, nil); code != 0 || errb.Len() != 0 {
 		t.Fatalf("exit %d, stderr %q", code, errb.String())
 	}
 	help := out.String()
@@ -337,7 +337,7 @@ func TestHelp(t *testing.T) {
 // (no flag carries one), and help never shows values from the environment.
 func TestSecretsNotInHelpOrErrors(t *testing.T) {
 	var out bytes.Buffer
-	run(context.Background(), []string{"-h"}, lookupMap(map[string]string{"CLOUDFLARE_API_TOKEN": "sekret-value", "ACME_EAB_HMAC": "sekret-value"}), &out, &out)
+	run(context.Background(), []string{"-h"}, lookupMap(map[string]string{"CLOUDFLARE_API_TOKEN": "sekret-value", "ACME_EAB_HMAC": "sekret-value"}), &out, &out, nil)
 	if strings.Contains(out.String(), "sekret-value") {
 		t.Fatal("help shows a secret")
 	}
@@ -431,7 +431,7 @@ func TestJSONLogs(t *testing.T) {
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"--cert-source", "static", "--cert", cert, "--key", key, "--listen", "127.0.0.1:0", "--target", "127.0.0.1:9"},
-			lookupMap(map[string]string{"LOG_FORMAT": "json"}), &bytes.Buffer{}, logs)
+			lookupMap(map[string]string{"LOG_FORMAT": "json"}), &bytes.Buffer{}, logs, nil)
 	}()
 	waitFor(t, "a listening line", 20*time.Second, func() bool { return strings.Contains(logs.String(), `"msg":"listening"`) }, logs.String)
 	cancel()

@@ -89,7 +89,7 @@ func (w *devWorld) close() {
 // runDev starts the dev world and runs the daemon against it. The
 // environment is not read: every setting comes from the world, and the few
 // flags parseDevFlags allows.
-func runDev(ctx context.Context, cfg *Config, log *slog.Logger, stdout, stderr io.Writer) int {
+func runDev(ctx context.Context, cfg *Config, log *slog.Logger, stdout, stderr io.Writer, reload <-chan os.Signal) int {
 	io.WriteString(stderr, devBanner)
 	log.Warn("NOT A TEE: --dev runs everything locally with a simulator; nothing is attested")
 	args := []string{"--listen=" + devListen}
@@ -146,6 +146,7 @@ func runDev(ctx context.Context, cfg *Config, log *slog.Logger, stdout, stderr i
 	verify := verifycliCommand()
 	return runDaemon(ctx, dcfg, log, environment{
 		stdout:        stdout,
+		reload:        reload,
 		acmeTransport: w.ca.HTTPClient().Transport,
 		dnsProvider: func(l *slog.Logger) (*dnscaa.Client, error) {
 			return dnscaa.NewProvider(dnscaa.ProviderConfig{Name: "cloudflare", Lookup: lookup, HTTPClient: w.cf.HTTPClient(), Logger: l})

@@ -15,7 +15,13 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	code := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)
+	// SIGHUP is a reload, as operators of HAProxy and nginx expect; Go's
+	// default for it is to exit at once, dropping every connection.
+	// The channel's one slot makes signals that arrive during a reload one
+	// more reload.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	code := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr, hup)
 	stop()
 	os.Exit(code)
 }
@@ -23,7 +29,8 @@ func main() {
 // run is main without the process: it returns the exit status. stdout carries
 // results only (the usage text, and in dev mode the verify and curl commands);
 // logs go to stderr.
-func run(ctx context.Context, args []string, lookup func(string) (string, bool), stdout, stderr io.Writer) int {
+// reload receives SIGHUP; nil: never.
+func run(ctx context.Context, args []string, lookup func(string) (string, bool), stdout, stderr io.Writer, reload <-chan os.Signal) int {
 	cfg, err := parseConfig(args, lookup)
 	if errors.Is(err, errHelp) {
 		io.WriteString(stdout, usageText())
@@ -35,9 +42,9 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	}
 	log := newLogger(cfg, stderr)
 	if cfg.Dev {
-		return runDev(ctx, cfg, log, stdout, stderr)
+		return runDev(ctx, cfg, log, stdout, stderr, reload)
 	}
-	return runDaemon(ctx, cfg, log, environment{stdout: stdout})
+	return runDaemon(ctx, cfg, log, environment{stdout: stdout, reload: reload})
 }
 
 func newLogger(cfg *Config, w io.Writer) *slog.Logger {

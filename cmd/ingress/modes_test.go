@@ -164,7 +164,7 @@ func TestStaticInProcess(t *testing.T) {
 	go func() {
 		done <- run(ctx, []string{"--cert-source", "static", "--cert", cert, "--key", key, "--listen", "127.0.0.1:0"}, lookupMap(map[string]string{
 			"TARGET_ENDPOINT": "http://" + be.addr, "PROXY_MODE": "http", "MAXCONN": "10", "TIMEOUT_SERVER": "5s",
-		}), io.Discard, logs)
+		}), io.Discard, logs, nil)
 	}()
 	var addr string
 	waitFor(t, "listening", 20*time.Second, func() bool {

@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -58,6 +59,8 @@ type environment struct {
 	// address it listens on; it must return quickly (it may run under the
 	// certificate manager's lock). Nil: nothing.
 	onReady func(addr *net.TCPAddr)
+	// reload delivers SIGHUP. Nil: no reloads.
+	reload <-chan os.Signal
 }
 
 // daemon is one run of the ingress: the listener and proxy, the certificate
@@ -99,6 +102,7 @@ type daemon struct {
 	ready         bool
 	readyOnce     sync.Once
 	selfSigned    *tls.Certificate
+	static        *tls.Certificate // the static source's certificate, replaced by a reload
 	failureTotals map[string]int // by domain, counted from status changes
 }
 
@@ -200,6 +204,7 @@ func runDaemon(ctx context.Context, cfg *Config, log *slog.Logger, env environme
 
 	pctx, stopProvisioning := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	wg.Go(func() { d.reloadLoop(pctx) })
 	switch cfg.CertSource {
 	case sourceStatic:
 		d.changed()
@@ -253,6 +258,7 @@ func (d *daemon) prepare() error {
 	cfg := d.cfg
 	switch cfg.CertSource {
 	case sourceStatic:
+		d.static = cfg.StaticCert
 		return installStatic(&d.store, cfg.StaticCert)
 	case sourceSelfSigned:
 		cert, err := newSelfSigned(cfg.Domains, time.Now())
@@ -851,6 +857,45 @@ func (d *daemon) changed() {
 	})
 }
 
+// reloadLoop answers SIGHUP until ctx ends. A reload never stops the
+// process: what fails to load is logged and the current certificate stays.
+func (d *daemon) reloadLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.env.reload:
+		}
+		if d.cfg.CertSource != sourceStatic {
+			d.log.Info("SIGHUP: nothing to reload (the configuration is read at start; certificates renew on their own)",
+				"cert_source", d.cfg.CertSource)
+			continue
+		}
+		if err := d.reloadStatic(); err != nil {
+			d.log.Error("SIGHUP: reload failed; the current certificate is still served", "err", err)
+		}
+	}
+}
+
+// reloadStatic reads --cert and --key again and swaps them in.
+func (d *daemon) reloadStatic() error {
+	cert, err := tls.LoadX509KeyPair(d.cfg.CertFile, d.cfg.KeyFile)
+	if err != nil {
+		return fmt.Errorf("--cert %s and --key %s cannot be used: %w", d.cfg.CertFile, d.cfg.KeyFile, err)
+	}
+	if err := installStatic(&d.store, &cert); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.static = &cert
+	d.mu.Unlock()
+	fp := fingerprint(cert.Leaf.Raw)
+	d.log.Info("SIGHUP: reloaded the certificate", "cert", d.cfg.CertFile, "sha256", hex.EncodeToString(fp[:]),
+		"names", strings.Join(cert.Leaf.DNSNames, ","), "not_after", cert.Leaf.NotAfter)
+	d.changed()
+	return nil
+}
+
 // installStatic serves one certificate from files for all its names.
 func installStatic(store *proxy.CertStore, cert *tls.Certificate) error {
 	names := cert.Leaf.DNSNames
@@ -878,8 +923,8 @@ func installStatic(store *proxy.CertStore, cert *tls.Certificate) error {
 // ACME. Called with d.mu held or before goroutines start.
 func (d *daemon) fixedLeaf() *x509.Certificate {
 	switch {
-	case d.cfg.CertSource == sourceStatic && d.cfg.StaticCert != nil && len(d.cfg.StaticCert.Leaf.DNSNames) > 0:
-		return d.cfg.StaticCert.Leaf
+	case d.static != nil && len(d.static.Leaf.DNSNames) > 0:
+		return d.static.Leaf
 	case d.selfSigned != nil:
 		return d.selfSigned.Leaf
 	}
