@@ -103,7 +103,7 @@ type daemon struct {
 	readyOnce     sync.Once
 	selfSigned    *tls.Certificate
 	static        *tls.Certificate // the static source's certificate, replaced by a reload
-	failureTotals map[string]int // by domain, counted from status changes
+	failureTotals map[string]int   // by domain, counted from status changes
 }
 
 // lazyHandler answers 503 until a handler is set: the evidence and
