@@ -26,6 +26,7 @@ import (
 	"github.com/tee-ingress/tee-ingress/acme"
 	"github.com/tee-ingress/tee-ingress/dnscaa"
 	"github.com/tee-ingress/tee-ingress/evidence"
+	"github.com/tee-ingress/tee-ingress/internal/dirlock"
 	"github.com/tee-ingress/tee-ingress/proxy"
 )
 
@@ -146,6 +147,11 @@ func runDaemon(ctx context.Context, cfg *Config, log *slog.Logger, env environme
 	d.evidenceHandler.what = "evidence"
 	d.attestation.what = "attestation"
 	d.met = newMetrics(d)
+	unlock, code := d.lockDirs()
+	if code != 0 {
+		return code
+	}
+	defer unlock()
 	if err := d.prepare(); err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
@@ -215,7 +221,7 @@ func runDaemon(ctx context.Context, cfg *Config, log *slog.Logger, env environme
 		wg.Go(func() { d.provision(pctx) })
 	}
 
-	code := 0
+	code = 0
 	select {
 	case <-ctx.Done():
 		log.Info("draining", "timeout", cfg.DrainTimeout.String())
@@ -251,6 +257,50 @@ func runDaemon(ctx context.Context, cfg *Config, log *slog.Logger, env environme
 	}
 	log.Info("stopped")
 	return code
+}
+
+// lockDirs takes the state and evidence directories for this process, so a
+// second instance on the same volume stops before it orders a certificate
+// or overwrites a bundle. It returns the release function, or the exit
+// status: 2 when a directory cannot be one (a path that is a file), 1 when
+// another process holds it.
+func (d *daemon) lockDirs() (func(), int) {
+	if d.cfg.CertSource != sourceACME {
+		return func() {}, 0
+	}
+	type dir struct {
+		name, flag, path string
+		perm             os.FileMode // the evidence is shared with the app; the state is not
+	}
+	dirs := []dir{{"STATE_DIR", "state-dir", filepath.Join(d.cfg.StateDir, "tee-ingress"), 0o700}}
+	if d.cfg.EvidenceDir != "" {
+		dirs = append(dirs, dir{"EVIDENCE_DIR", "evidence-dir", d.cfg.EvidenceDir, 0o755})
+	}
+	var locks []*dirlock.Lock
+	release := func() {
+		for _, l := range locks {
+			l.Release()
+		}
+	}
+	for _, dr := range dirs {
+		if err := os.MkdirAll(dr.path, dr.perm); err != nil {
+			release()
+			d.log.Error("cannot use the directory (check "+dr.name+" / --"+dr.flag+")", "dir", dr.path, "err", err)
+			return nil, 2
+		}
+		l, err := dirlock.Acquire(dr.path)
+		if err != nil {
+			release()
+			hint := ""
+			if dirlock.IsHeld(err) {
+				hint = "; two instances must not share " + dr.name + ": give each its own volume"
+			}
+			d.log.Error("cannot lock "+dr.name+hint, "err", err)
+			return nil, 1
+		}
+		locks = append(locks, l)
+	}
+	return release, 0
 }
 
 // prepare builds what the certificate source needs before the listener opens.

@@ -5,10 +5,15 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tee-ingress/tee-ingress/evidence"
+	"github.com/tee-ingress/tee-ingress/internal/acmeca"
 )
 
 // servedCert returns the leaf the binary at addr serves for name.
@@ -65,5 +70,79 @@ func TestSIGHUPReloadsStatic(t *testing.T) {
 	}
 	if code := p.stop(); code != 0 || !strings.Contains(p.logs(), "msg=stopped") {
 		t.Fatalf("exit %d after SIGTERM:\n%s", code, p.logs())
+	}
+}
+
+// TestSecondInstanceRefused: two instances on one state and evidence
+// directory: the second exits 1 naming the first's pid and the directory,
+// before it touches either; the first's bundle on disk stays whole.
+func TestSecondInstanceRefused(t *testing.T) {
+	bin, _ := binaries(t)
+	w := newWorld(t, acmeca.Options{})
+	state := t.TempDir()
+	env := w.env(state, map[string]string{"ACME_ACCOUNT_KEY": "file"})
+	first := startIngress(t, bin, env, "--listen", "127.0.0.1:0")
+	first.waitReady()
+	evDir := filepath.Join(state, "evidences")
+	before, err := evidence.ReadBundleDir(evDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	second := startIngress(t, bin, env, "--listen", "127.0.0.1:0")
+	if code := second.wait(20 * time.Second); code != 1 {
+		t.Fatalf("second instance: exit %d, want 1:\n%s", code, second.logs())
+	}
+	pid := strconv.Itoa(first.cmd.Process.Pid)
+	want := filepath.Join(state, "letsencrypt", "tee-ingress") + " is in use by process " + pid
+	if !strings.Contains(second.logs(), want) || !strings.Contains(second.logs(), "STATE_DIR") {
+		t.Fatalf("second instance's log does not say %q:\n%s", want, second.logs())
+	}
+	if strings.Contains(second.logs(), "msg=listening") {
+		t.Fatal("the second instance listened before checking its directories")
+	}
+
+	// The evidence directory too, on its own (a new state dir).
+	env2 := w.env(t.TempDir(), map[string]string{"ACME_ACCOUNT_KEY": "file", "EVIDENCE_DIR": evDir})
+	third := startIngress(t, bin, env2, "--listen", "127.0.0.1:0")
+	if code := third.wait(20 * time.Second); code != 1 || !strings.Contains(third.logs(), evDir+" is in use by process "+pid) {
+		t.Fatalf("instance on the same EVIDENCE_DIR: exit %d:\n%s", code, third.logs())
+	}
+
+	after, err := evidence.ReadBundleDir(evDir)
+	if err != nil {
+		t.Fatalf("the first instance's bundle after the others tried: %v", err)
+	}
+	pb, err := evidence.ParseBundle(after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBundle(t, w, pb)
+	if !bytes.Equal(before[evidence.SHA256SumFile], after[evidence.SHA256SumFile]) {
+		t.Fatal("the bundle on disk changed")
+	}
+	if code := first.stop(); code != 0 {
+		t.Fatalf("first instance: exit %d", code)
+	}
+	// Its lock went with it: a new instance starts.
+	fourth := startIngress(t, bin, env, "--listen", "127.0.0.1:0")
+	fourth.waitReady()
+}
+
+// TestDirectoryIsAFile: a STATE_DIR or EVIDENCE_DIR that is a regular file
+// is a configuration error (exit 2) naming the variable, not a retry loop.
+func TestDirectoryIsAFile(t *testing.T) {
+	bin, _ := binaries(t)
+	w := newWorld(t, acmeca.Options{})
+	for _, v := range []string{"STATE_DIR", "EVIDENCE_DIR"} {
+		state := t.TempDir()
+		file := filepath.Join(state, "file")
+		if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p := startIngress(t, bin, w.env(state, map[string]string{v: file}), "--listen", "127.0.0.1:0")
+		if code := p.wait(20 * time.Second); code != 2 || !strings.Contains(p.logs(), "check "+v) {
+			t.Fatalf("%s a file: exit %d:\n%s", v, code, p.logs())
+		}
 	}
 }
