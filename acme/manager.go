@@ -156,6 +156,10 @@ type Manager struct {
 	certs      map[string]*Certificate // by setFileName
 	status     map[string]*Status
 	accountURI string
+	// unsaved holds, by setFileName, the stored form of certificates the CA
+	// issued that could not be written (a full or failing STATE_DIR): they
+	// are served from memory and the write is retried, never reordered.
+	unsaved map[string][]byte
 }
 
 // Status is the renewal state of one domain set, for logs and metrics.
@@ -168,6 +172,9 @@ type Status struct {
 	LastRenewed  time.Time
 	RateLimited  bool
 	RenewalCount int
+	// Unsaved is why the certificate held is not stored yet ("" when it
+	// is): it is served from memory and the write is retried.
+	Unsaved string
 }
 
 // New validates cfg and returns a Manager. It does not contact the CA.
@@ -229,6 +236,7 @@ func New(cfg Config) (*Manager, error) {
 		now:     now,
 		certs:   map[string]*Certificate{},
 		status:  map[string]*Status{},
+		unsaved: map[string][]byte{},
 		stateAt: filepath.Join(cfg.StateDir, "tee-ingress", caDirName(cfg.DirectoryURL)),
 	}, nil
 }
@@ -639,6 +647,9 @@ func (m *Manager) obtainLocked(ctx context.Context, domains []string, replacing 
 			return nil, fmt.Errorf("acme: %s: pinning CAA before ordering: %w", domains[0], err)
 		}
 	}
+	if err := m.checkRoom(); err != nil {
+		return nil, err
+	}
 	req := certificate.ObtainRequest{Domains: domains, Bundle: true}
 	if replacing != nil && m.dir.RenewalInfo != "" {
 		if id, err := certificate.MakeARICertID(replacing.Leaf); err == nil {
@@ -675,12 +686,12 @@ func (m *Manager) obtainLocked(ctx context.Context, domains []string, replacing 
 	if err != nil {
 		return nil, fmt.Errorf("acme: encoding certificate: %w", err)
 	}
-	dir := filepath.Join(m.stateAt, "certs")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("acme: creating %s (check STATE_DIR): %w", dir, err)
-	}
-	if err := writeFileAtomic(filepath.Join(dir, setFileName(domains)), data, 0o600); err != nil {
-		return nil, fmt.Errorf("acme: storing certificate for %s (check STATE_DIR): %w", domains[0], err)
+	// The CA has issued: from here on the certificate is used whatever
+	// the disk says. Dropping it would cost another order, counted
+	// against the CA's duplicate limit and logged in CT, for nothing.
+	if err := m.store(domains, data); err != nil {
+		m.log.Error("storing the new certificate failed; it is served from memory and the write is retried (free space in STATE_DIR)",
+			"domain", domains[0], "err", err)
 	}
 	m.put(domains, c, true)
 	m.log.Info("obtained certificate", "domain", domains[0], "names", strings.Join(domains, ","),
@@ -690,6 +701,84 @@ func (m *Manager) obtainLocked(ctx context.Context, domains []string, replacing 
 		m.cfg.OnChange(c)
 	}
 	return c, nil
+}
+
+// store writes the stored form of domains' certificate, or keeps it in
+// unsaved for a later retry (flushUnsaved) when that fails.
+func (m *Manager) store(domains []string, data []byte) error {
+	name := setFileName(domains)
+	err := m.writeCert(name, data)
+	m.mu.Lock()
+	if err != nil {
+		m.unsaved[name] = data
+	} else {
+		delete(m.unsaved, name)
+	}
+	m.mu.Unlock()
+	m.updateStatus(domains, func(s *Status) {
+		s.Unsaved = ""
+		if err != nil {
+			s.Unsaved = err.Error()
+		}
+	})
+	return err
+}
+
+func (m *Manager) writeCert(name string, data []byte) error {
+	dir := filepath.Join(m.stateAt, "certs")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("acme: creating %s (check STATE_DIR): %w", dir, err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, name), data, 0o600); err != nil {
+		return fmt.Errorf("acme: storing %s (check STATE_DIR): %w", filepath.Join(dir, name), err)
+	}
+	return nil
+}
+
+// flushUnsaved retries the write of domains' certificate if it is held
+// only in memory; it reports whether it still is.
+func (m *Manager) flushUnsaved(domains []string) bool {
+	m.mu.Lock()
+	data, ok := m.unsaved[setFileName(domains)]
+	m.mu.Unlock()
+	if !ok {
+		return false
+	}
+	if err := m.store(domains, data); err != nil {
+		m.log.Warn("the certificate is still held only in memory; retrying its write", "domain", domains[0], "err", err)
+		return true
+	}
+	m.log.Info("stored the certificate held in memory", "domain", domains[0])
+	return false
+}
+
+// minFreeBytes is the room an order needs in STATE_DIR: a stored
+// certificate is a few KiB; the rest is margin.
+const minFreeBytes = 256 << 10
+
+// checkRoom writes, syncs and removes minFreeBytes in the certificate
+// folder, so that an order is placed only when its result can be kept.
+func (m *Manager) checkRoom() error {
+	dir := filepath.Join(m.stateAt, "certs")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("acme: creating %s (check STATE_DIR): %w", dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".room-*")
+	if err != nil {
+		return fmt.Errorf("acme: STATE_DIR is not writable, not ordering: %w", err)
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(make([]byte, minFreeBytes))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("acme: STATE_DIR %s has no room for %d KiB, not ordering (free space there): %w", dir, minFreeBytes>>10, err)
+	}
+	return nil
 }
 
 // ObtainError is a failed order for a domain set.

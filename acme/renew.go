@@ -130,8 +130,15 @@ func (m *Manager) Run(ctx context.Context, sets [][]string) {
 	wg.Wait()
 }
 
+// storeRetry and storeRetryMax bound how often the write of a certificate
+// held only in memory is retried (it doubles from the first to the second).
+const (
+	storeRetry    = 5 * time.Second
+	storeRetryMax = 5 * time.Minute
+)
+
 func (m *Manager) runSet(ctx context.Context, domains []string) {
-	failures := 0
+	failures, storeFails := 0, 0
 	for {
 		var next time.Time
 		var err error
@@ -160,6 +167,17 @@ func (m *Manager) runSet(ctx context.Context, domains []string) {
 			m.updateStatus(domains, func(st *Status) {
 				st.Failures, st.LastError, st.RateLimited, st.NextCheck = 0, "", false, next
 			})
+		}
+		if m.flushUnsaved(domains) {
+			// Held only in memory: retry the write soon, whatever the
+			// renewal schedule says, less often the longer it fails.
+			storeFails++
+			wait := min(storeRetry<<min(storeFails-1, 6), storeRetryMax)
+			if soon := m.now().Add(wait); soon.Before(next) {
+				next = soon
+			}
+		} else {
+			storeFails = 0
 		}
 		t := time.NewTimer(max(next.Sub(m.now()), 0))
 		select {

@@ -885,6 +885,10 @@ func (d *daemon) readiness() (bool, []string) {
 		if st := d.status[dom]; d.certs[dom] != nil && st.LastError != "" {
 			lines = append(lines, fmt.Sprintf("renewal %s: %d failed attempts; last: %s", dom, st.Failures, st.LastError))
 		}
+		if st := d.status[dom]; st.Unsaved != "" {
+			// Served, so still ready; a restart now would order again.
+			lines = append(lines, fmt.Sprintf("certificate %s: held only in memory, not stored (%s)", dom, st.Unsaved))
+		}
 	}
 	return ready, lines
 }
