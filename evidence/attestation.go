@@ -103,7 +103,7 @@ func (h *AttestationHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		if !h.live.admit(w, "attestations with a nonce") {
+		if !h.live.admit(w, r.RemoteAddr, "attestations with a nonce") {
 			return
 		}
 		if body, err = h.attest(r.Context(), nonce); err != nil {

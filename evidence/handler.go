@@ -40,7 +40,8 @@ type HandlerConfig struct {
 	// are refused with 501 and the published quote.json is still served.
 	Quoter Quoter
 	// LiveQuoteRate is the sustained rate of live quotes for all clients
-	// together. Zero: 2 per second.
+	// together. Zero: 2 per second. Each client (by source address; IPv6
+	// by /64) has a quarter of the rate and half the burst of its own.
 	LiveQuoteRate rate.Limit
 	// LiveQuoteBurst is how many live quotes may come at once. Zero: 4.
 	LiveQuoteBurst int
@@ -308,7 +309,7 @@ func (h *Handler) serveLiveQuote(w http.ResponseWriter, r *http.Request, b *Bund
 		http.Error(w, "live quotes are not available here; fetch quote.json without a nonce", http.StatusNotImplemented)
 		return
 	}
-	if !h.live.admit(w, "live quotes") {
+	if !h.live.admit(w, r.RemoteAddr, "live quotes") {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.live.timeout)

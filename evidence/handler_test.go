@@ -240,7 +240,8 @@ func TestHandlerRefusesJunkPaths(t *testing.T) {
 func TestHandlerLiveQuote(t *testing.T) {
 	p, q := publishedBundle(t)
 	b := p.Current()
-	srv := served(t, p, q, HandlerConfig{LiveQuoteRate: rate.Every(time.Hour), LiveQuoteBurst: 2})
+	// A client has half the burst: 2 of 4.
+	srv := served(t, p, q, HandlerConfig{LiveQuoteRate: rate.Every(time.Hour), LiveQuoteBurst: 4})
 	nonce := [32]byte{1, 2, 3, 31: 0xff}
 	resp, body := do(t, "GET", srv.URL+"/evidences/quote.json?nonce="+hex.EncodeToString(nonce[:]), nil)
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" || resp.Header.Get("Cache-Control") != "no-store" {
@@ -272,7 +273,7 @@ func TestHandlerLiveQuote(t *testing.T) {
 			t.Errorf("nonce %q: %d %q", bad, resp.StatusCode, body)
 		}
 	}
-	// Burst of 2: one left, then 429.
+	// The client's burst of 2: one left, then 429.
 	calls := q.calls.Load()
 	resp, _ = do(t, "GET", srv.URL+"/evidences/quote.json?nonce="+hex.EncodeToString(other[:]), nil)
 	if resp.StatusCode != 200 {
@@ -289,6 +290,66 @@ func TestHandlerLiveQuote(t *testing.T) {
 	for range 5 {
 		if resp, _ := do(t, "GET", srv.URL+"/evidences/quote.json", nil); resp.StatusCode != 200 {
 			t.Fatalf("published quote: %d", resp.StatusCode)
+		}
+	}
+}
+
+// TestLiveQuotePerClient: a client asking for live quotes in a loop uses up
+// its own budget, not everyone's: a client at another address still gets a
+// live quote.
+func TestLiveQuotePerClient(t *testing.T) {
+	p, q := publishedBundle(t)
+	srv := served(t, p, q, HandlerConfig{LiveQuoteRate: rate.Every(time.Hour), LiveQuoteBurst: 8})
+	from := func(ip string) *http.Client {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: d.DialContext}}
+	}
+	url := srv.URL + "/evidences/quote.json?nonce=" + strings.Repeat("ab", 32)
+	get := func(c *http.Client) (int, string) {
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	flood := from("127.0.0.1")
+	ok, refused := 0, 0
+	for range 20 {
+		switch code, body := get(flood); code {
+		case 200:
+			ok++
+		case http.StatusTooManyRequests:
+			refused++
+			if !strings.Contains(body, "from your address") {
+				t.Fatalf("429 body %q does not say the limit is the client's", body)
+			}
+		default:
+			t.Fatalf("flooding client: %d", code)
+		}
+	}
+	if ok != 4 || refused != 16 {
+		t.Fatalf("flooding client: %d served, %d refused; want its own burst of 4, then 429", ok, refused)
+	}
+	other := from("127.0.0.2")
+	for i := range 4 {
+		if code, body := get(other); code != 200 {
+			t.Fatalf("the other client's live quote %d: %d %q", i, code, body)
+		}
+	}
+}
+
+func TestClientKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1:443":              "127.0.0.1",
+		"[::ffff:10.0.0.1]:1":        "10.0.0.1",
+		"[2001:db8:1:2:3:4:5:6]:443": "2001:db8:1:2::/64",
+		"[2001:db8:1:2::9]:1":        "2001:db8:1:2::/64",
+		"@":                          "@",
+	} {
+		if got := clientKey(in); got != want {
+			t.Errorf("clientKey(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
@@ -374,4 +435,28 @@ func mapsEqualBytes(a, b map[string][]byte) bool {
 		}
 	}
 	return true
+}
+
+// TestClientBudgetsBounded: the per-client table never grows past
+// maxClients; quiet clients are forgotten to make room, and when every one
+// is busy newcomers share one bucket.
+func TestClientBudgetsBounded(t *testing.T) {
+	c := &clientBudgets{rate: rate.Every(time.Hour), burst: 2, m: map[string]*rate.Limiter{}}
+	for i := range maxClients {
+		c.reserve(fmt.Sprintf("10.0.%d.%d", i/256, i%256)) // one token each: busy
+	}
+	if r := c.reserve("192.0.2.1"); !r.OK() || len(c.m) != maxClients || c.overflow == nil {
+		t.Fatalf("a newcomer with every client busy: table %d, overflow %v", len(c.m), c.overflow != nil)
+	}
+	// The overflow bucket is shared: its burst of 2 is soon gone.
+	c.reserve("192.0.2.2")
+	if d := c.reserve("192.0.2.3").Delay(); d == 0 {
+		t.Fatal("the shared overflow bucket never runs out")
+	}
+	// A quiet client (full bucket) is forgotten when room is needed.
+	c.m["10.0.0.0"] = rate.NewLimiter(c.rate, c.burst)
+	c.reserve("198.51.100.1")
+	if _, ok := c.m["198.51.100.1"]; !ok || len(c.m) != maxClients {
+		t.Fatalf("with a quiet client to forget, the newcomer got no bucket (table %d)", len(c.m))
+	}
 }

@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tee-ingress/tee-ingress/evidence"
 )
@@ -125,20 +127,48 @@ type liveQuote struct {
 }
 
 func fetchLiveQuote(ctx context.Context, t *target, nonce [32]byte) (liveQuote, error) {
-	b, status, h, err := t.get(ctx, evidence.Prefix+"/"+evidence.QuoteFile+"?nonce="+hex.EncodeToString(nonce[:]), "")
-	if err != nil {
-		return liveQuote{}, err
+	for attempt := 0; ; attempt++ {
+		b, status, h, err := t.get(ctx, evidence.Prefix+"/"+evidence.QuoteFile+"?nonce="+hex.EncodeToString(nonce[:]), "")
+		if err != nil {
+			return liveQuote{}, err
+		}
+		lq := liveQuote{status: status, bundleID: h.Get(evidence.BundleHeader)}
+		switch {
+		case status == http.StatusOK:
+			lq.body = b
+		case status == http.StatusTooManyRequests:
+			lq.reason = fmt.Sprintf("the server is rate-limiting live quotes (HTTP 429, %d attempts)", attempt+1)
+			if attempt < liveQuoteRetries && waitRetry(ctx, h.Get("Retry-After"), attempt) {
+				continue
+			}
+		default:
+			lq.reason = fmt.Sprintf("the server offers no live quote (HTTP %d: %s)", status, firstLine(b))
+		}
+		return lq, nil
 	}
-	lq := liveQuote{status: status, bundleID: h.Get(evidence.BundleHeader)}
-	switch {
-	case status == http.StatusOK:
-		lq.body = b
-	case status == http.StatusTooManyRequests:
-		lq.reason = "the server is rate-limiting live quotes (HTTP 429)"
-	default:
-		lq.reason = fmt.Sprintf("the server offers no live quote (HTTP %d: %s)", status, firstLine(b))
+}
+
+// A live quote refused with 429 is asked for again this many times, after
+// the server's Retry-After (else 1, 2, 4 s), at most maxRetryWait each.
+const (
+	liveQuoteRetries = 3
+	maxRetryWait     = 10 * time.Second
+)
+
+// waitRetry waits before the next attempt; false if ctx ends first.
+func waitRetry(ctx context.Context, retryAfter string, attempt int) bool {
+	d := time.Second << attempt
+	if n, err := strconv.Atoi(strings.TrimSpace(retryAfter)); err == nil && n >= 0 {
+		d = time.Duration(n) * time.Second
 	}
-	return lq, nil
+	t := time.NewTimer(min(d, maxRetryWait))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // liveChecks verifies the live quote against the fetched bundle and the
@@ -151,7 +181,7 @@ func liveChecks(lq liveQuote, nonce [32]byte, files map[string][]byte, vo eviden
 		c.Status, c.Detail = skip, "no sha256sum.txt to bind a live quote to"
 		return []checkT{c}
 	case lq.body == nil:
-		c.Status, c.Detail = warn, lq.reason+"; the published quote is checked, but not that the TEE vouches for this bundle now"
+		c.Status, c.Detail = warn, lq.reason+"; the published quote is checked, but not that the TEE vouches for this bundle now: freshness not proven"
 		c.Hint = "tee-ingress answers quote.json?nonce=<64 hex>; an older or rate-limited server may not"
 		return []checkT{c}
 	}

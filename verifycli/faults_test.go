@@ -4,8 +4,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -136,16 +138,47 @@ func TestNetworkFaults(t *testing.T) {
 	})
 	t.Run("live quotes rate-limited", func(t *testing.T) {
 		w := newWorld(t)
+		var asked atomic.Int32
 		w.setTamper(func(rw http.ResponseWriter, r *http.Request) bool {
 			if ok, live := isFile(r, evidence.QuoteFile); ok && live {
+				asked.Add(1)
+				rw.Header().Set("Retry-After", "0")
 				http.Error(rw, "too many", http.StatusTooManyRequests)
 				return true
 			}
 			return false
 		})
 		r := runCLI(t, w.args()...)
-		if c := r.check(t, checkLiveQuote); r.code != 0 || c.Status != "warn" || !strings.Contains(c.Detail, "429") {
+		if c := r.check(t, checkLiveQuote); r.code != 0 || c.Status != "warn" || !strings.Contains(c.Detail, "429, 4 attempts") ||
+			!strings.Contains(c.Detail, "freshness not proven") {
 			t.Fatalf("exit %d, live.quote %+v", r.code, c)
+		}
+		if n := asked.Load(); n != 4 {
+			t.Fatalf("asked for a live quote %d times, want 4 (3 retries)", n)
+		}
+		// The human result line says it too.
+		text := runCLI(t, slices.DeleteFunc(w.args(), func(a string) bool { return a == "--json" })...)
+		if !strings.Contains(text.stdout, "result: PASS") || !strings.Contains(text.stdout, "freshness NOT proven") {
+			t.Fatalf("result line:\n%s", text.stdout)
+		}
+	})
+	t.Run("live quotes rate-limited twice", func(t *testing.T) {
+		w := newWorld(t)
+		var asked atomic.Int32
+		w.setTamper(func(rw http.ResponseWriter, r *http.Request) bool {
+			if ok, live := isFile(r, evidence.QuoteFile); ok && live && asked.Add(1) <= 2 {
+				rw.Header().Set("Retry-After", "0")
+				http.Error(rw, "too many", http.StatusTooManyRequests)
+				return true
+			}
+			return false
+		})
+		r := runCLI(t, w.args()...)
+		if c := r.check(t, checkLiveQuote); r.code != 0 || c.Status != "pass" || asked.Load() != 3 {
+			t.Fatalf("exit %d, live.quote %+v after %d asks", r.code, c, asked.Load())
+		}
+		if strings.Contains(r.stdout, "freshness") {
+			t.Fatal("a proven live quote is reported as not fresh")
 		}
 	})
 	t.Run("gateway without acme-info", func(t *testing.T) {

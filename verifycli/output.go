@@ -88,6 +88,20 @@ func writeText(w io.Writer, r *report.Report, color bool) error {
 	if r.Strict && s.Fail == 0 && s.Warn+s.Skip > 0 {
 		fmt.Fprint(bw, "; --strict counts warnings and skips as failures")
 	}
+	if notFresh(r) {
+		fmt.Fprint(bw, "; freshness NOT proven: no live quote")
+	}
 	fmt.Fprintln(bw, ")")
 	return bw.Flush()
+}
+
+// notFresh: the deployment was asked for a live quote and gave none, so the
+// result says nothing of whether the TEE vouches for the bundle now.
+func notFresh(r *report.Report) bool {
+	for _, c := range r.Checks {
+		if c.Name == checkLiveQuote && c.Status != report.StatusPass {
+			return true
+		}
+	}
+	return false
 }
