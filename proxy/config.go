@@ -128,6 +128,11 @@ type Config struct {
 	// MaxHeaderBytes bounds the size of HTTP request headers; larger requests get
 	// 431. Zero: DefaultMaxHeaderBytes.
 	MaxHeaderBytes int
+	// KeepUnderscoreHeaders forwards request header fields whose names hold
+	// an underscore (http mode). False: they are dropped, as nginx does by
+	// default, because backends that read '_' as '-' (CGI, WSGI, PHP) would
+	// see "Content_Length" as Content-Length: a way to smuggle framing.
+	KeepUnderscoreHeaders bool
 
 	// Logger receives connection and error logs. Nil: discard.
 	Logger *slog.Logger

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -239,6 +241,10 @@ func (h *h1Conn) serveOne(n int) (keep bool, err error) {
 	s := h.s
 	req, ok := parseRequestHead(h.in[h.r:h.r+n], h.reqHdrs)
 	h.reqHdrs = req.headers[:0]
+	if req.reject != "" {
+		h.badRequest(req.reject)
+		return false, nil
+	}
 	if !ok || req.contentLength > maxFastBody || n > s.cfg.MaxHeaderBytes {
 		return false, errNotPlain
 	}
@@ -279,13 +285,16 @@ func (h *h1Conn) serveOne(n int) (keep bool, err error) {
 	b = append(b, " HTTP/1.1\r\nHost: "...)
 	b = append(b, req.host...)
 	b = append(b, "\r\n"...)
+	keepUnderscores := s.cfg.KeepUnderscoreHeaders
 	for _, hd := range req.headers {
-		if !hd.drop {
+		if !hd.drop && (keepUnderscores || bytes.IndexByte(hd.name, '_') < 0) {
 			b = appendHeader(b, hd)
 		}
 	}
 	if h.clientIP != "" {
 		b = append(b, "X-Forwarded-For: "...)
+		b = append(b, h.clientIP...)
+		b = append(b, "\r\nX-Real-IP: "...)
 		b = append(b, h.clientIP...)
 		b = append(b, "\r\n"...)
 	}
@@ -524,6 +533,15 @@ func (h *h1Conn) appendHead(b []byte, resp *h1Response, closeClient bool) []byte
 		b = append(b, "Connection: close\r\n"...)
 	}
 	return append(b, "\r\n"...)
+}
+
+// badRequest answers 400 and ends the connection: nothing of the request
+// went to a backend, and whatever follows it on the connection cannot be
+// told apart from its body.
+func (h *h1Conn) badRequest(why string) {
+	h.s.log.Debug("bad request", "remote", h.c.RemoteAddr().String(), "why", why)
+	h.writeClient([]byte("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: " +
+		strconv.Itoa(len(why)+1) + "\r\nConnection: close\r\n\r\n" + why + "\n"))
 }
 
 // badGateway answers 502, as ReverseProxy's error handler did; the client

@@ -26,6 +26,10 @@ type h1Request struct {
 	contentLength        int64  // -1: no body
 	close                bool   // Connection: close
 	headers              []h1Header
+	// reject, when set, is why the request is answered 400 and the
+	// connection closed (RFC 9112 section 6.3: its body length cannot be
+	// determined reliably). ok is then false too.
+	reject string
 }
 
 // h1Response is a parsed response head.
@@ -284,7 +288,9 @@ func parseRequestHead(head []byte, hdrs []h1Header) (req h1Request, ok bool) {
 		return req, false
 	}
 	req.contentLength = -1
-	hosts := 0
+	hosts, clCount := 0, 0
+	notPlain := false
+	var lastCoding []byte // the last transfer coding, over every Transfer-Encoding line
 	for i := range req.headers {
 		h := &req.headers[i]
 		n := h.name
@@ -294,11 +300,19 @@ func parseRequestHead(head []byte, hdrs []h1Header) (req h1Request, ok bool) {
 			req.host = h.value
 			h.drop = true // written first, as the Transport does
 		case equalFold(n, "content-length"):
-			if req.contentLength >= 0 {
-				return req, false
+			clCount++
+			if clCount > 1 {
+				notPlain = true // net/http takes repeated equal values
+				continue
 			}
 			if req.contentLength, ok = parseContentLength(h.value); !ok {
 				return req, false
+			}
+		case equalFold(n, "transfer-encoding"):
+			notPlain = true // chunked request bodies go to net/http
+			eachToken(h.value, func(t []byte) bool { lastCoding = t; return true })
+			if lastCoding == nil {
+				lastCoding = []byte{}
 			}
 		case equalFold(n, "connection"):
 			h.drop = true
@@ -314,18 +328,28 @@ func parseRequestHead(head []byte, hdrs []h1Header) (req h1Request, ok bool) {
 			}) {
 				return req, false
 			}
-		case equalFold(n, "transfer-encoding"), equalFold(n, "upgrade"), equalFold(n, "expect"),
+		case equalFold(n, "upgrade"), equalFold(n, "expect"),
 			equalFold(n, "te"), equalFold(n, "trailer"), equalFold(n, "http2-settings"):
-			return req, false
+			notPlain = true
 		case equalFold(n, "keep-alive"), equalFold(n, "proxy-connection"),
 			equalFold(n, "proxy-authenticate"), equalFold(n, "proxy-authorization"),
 			equalFold(n, "x-forwarded-for"), equalFold(n, "x-forwarded-host"),
-			equalFold(n, "x-forwarded-proto"), equalFold(n, "forwarded"):
+			equalFold(n, "x-forwarded-proto"), equalFold(n, "forwarded"), equalFold(n, "x-real-ip"):
 			// Hop-by-hop, or ours to set: dropped as ReverseProxy drops them.
 			h.drop = true
 		}
 	}
-	if hosts != 1 || !validHost(req.host) {
+	// RFC 9112 section 6.3: with both framings, or a coding after chunked,
+	// the end of the body is ambiguous between us and whatever sent it.
+	switch {
+	case lastCoding != nil && clCount > 0:
+		req.reject = "both Content-Length and Transfer-Encoding"
+		return req, false
+	case lastCoding != nil && !equalFold(lastCoding, "chunked"):
+		req.reject = "a Transfer-Encoding whose last coding is not chunked"
+		return req, false
+	}
+	if notPlain || hosts != 1 || !validHost(req.host) {
 		return req, false
 	}
 	return req, true

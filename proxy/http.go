@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,6 +74,7 @@ func (s *Server) newHTTPFront() error {
 				pr.SetURL(u)
 				pr.Out.Host = pr.In.Host // the app sees the domain the client asked for
 				pr.SetXForwarded()
+				f.rewriteHeaders(pr)
 			},
 			Transport: tr,
 			ModifyResponse: func(resp *http.Response) error {
@@ -200,10 +203,73 @@ func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no route for this host", http.StatusMisdirectedRequest)
 		return
 	}
+	if !prereadChunked(w, r) {
+		return
+	}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &countingBody{ReadCloser: r.Body, n: &s.stats.toBackends}
 	}
 	f.proxies[t].ServeHTTP(w, r)
+}
+
+// rewriteHeaders applies what the fast path does to the headers too: the
+// client's address in X-Real-IP (never the client's own), and no field
+// names with an underscore unless Config.KeepUnderscoreHeaders.
+func (f *httpFront) rewriteHeaders(pr *httputil.ProxyRequest) {
+	pr.Out.Header.Del("X-Real-Ip")
+	if ip, _, err := net.SplitHostPort(pr.In.RemoteAddr); err == nil {
+		pr.Out.Header.Set("X-Real-Ip", ip)
+	}
+	if f.s.cfg.KeepUnderscoreHeaders {
+		return
+	}
+	for k := range pr.Out.Header {
+		if strings.IndexByte(k, '_') >= 0 {
+			delete(pr.Out.Header, k)
+		}
+	}
+}
+
+// prereadChunked reads up to maxFastBody of a chunked HTTP/1.1 request body
+// before anything goes to the backend, as nginx buffers request bodies: a
+// malformed body found there is answered 400 and closes the connection,
+// instead of a 502 after the head was already forwarded. A body that ends
+// within the limit is forwarded with a Content-Length; a longer one streams
+// on after the bytes read. It reports whether to go on proxying.
+func prereadChunked(w http.ResponseWriter, r *http.Request) bool {
+	if r.ProtoMajor != 1 || r.ContentLength >= 0 || r.Body == nil || r.Body == http.NoBody || r.Header.Get("Upgrade") != "" {
+		return true
+	}
+	buf := make([]byte, 0, 4<<10)
+	for len(buf) <= maxFastBody {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			if len(r.Trailer) == 0 {
+				r.Body, r.ContentLength, r.TransferEncoding = io.NopCloser(bytes.NewReader(buf)), int64(len(buf)), nil
+			} else {
+				r.Body = readCloser{bytes.NewReader(buf), r.Body}
+			}
+			return true
+		}
+		if err != nil {
+			if r.Context().Err() == nil {
+				w.Header().Set("Connection", "close")
+				http.Error(w, "malformed request body: "+err.Error(), http.StatusBadRequest)
+			}
+			return false
+		}
+	}
+	r.Body = readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
+	return true
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
 }
 
 // countingBody counts the bytes read through it into n.

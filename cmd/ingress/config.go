@@ -62,15 +62,17 @@ type Config struct {
 	Port   int
 	// Mode, Default, Routes, ALPN, ProxyProtocol, MaxConns and the timeouts
 	// are handed to package proxy as they are.
-	Mode           proxy.Mode
-	Default        proxy.Target
-	Routes         []proxy.Route
-	ALPN           []string
-	ProxyProtocol  bool
-	MaxConns       int
-	ConnectTimeout time.Duration
-	ClientTimeout  time.Duration
-	ServerTimeout  time.Duration
+	Mode          proxy.Mode
+	Default       proxy.Target
+	Routes        []proxy.Route
+	ALPN          []string
+	ProxyProtocol bool
+	// KeepUnderscoreHeaders forwards header names with '_' (http mode).
+	KeepUnderscoreHeaders bool
+	MaxConns              int
+	ConnectTimeout        time.Duration
+	ClientTimeout         time.Duration
+	ServerTimeout         time.Duration
 	// DrainTimeout bounds how long open connections may finish after SIGTERM.
 	DrainTimeout time.Duration
 
@@ -187,6 +189,7 @@ var groups = []struct {
 		{flag: "mode", env: "PROXY_MODE", def: "tcp", arg: "MODE", help: "tcp (L4, any protocol) or http (L7: h1, h2, websockets, gRPC)"},
 		{flag: "alpn", env: "ALPN", arg: "LIST", help: "ALPN protocols offered, comma-separated (tcp mode: the backend must speak them)"},
 		{flag: "proxy-protocol", env: "PROXY_PROTOCOL", def: "false", help: "send a PROXY protocol v2 header to backends (tcp mode)"},
+		{flag: "underscores-in-headers", env: "UNDERSCORES_IN_HEADERS", def: "false", help: "forward request header names with '_' (http mode; dropped by default, as nginx does)"},
 		{flag: "maxconn", env: "MAXCONN", def: "4096", arg: "N", help: "most client connections open at once"},
 		{flag: "timeout-connect", env: "TIMEOUT_CONNECT", def: "10s", arg: "D", help: "backend dial timeout"},
 		{flag: "timeout-client", env: "TIMEOUT_CLIENT", def: "86400s", arg: "D", help: "client inactivity timeout"},
@@ -627,6 +630,9 @@ func parseProxy(s *settings, c *Config) error {
 	if c.ProxyProtocol && m == proxy.ModeHTTP {
 		_, src := s.get("proxy-protocol")
 		return configErrorf("%s=true needs PROXY_MODE=tcp (http mode sends X-Forwarded-For instead)", src)
+	}
+	if c.KeepUnderscoreHeaders, err = s.boolean("underscores-in-headers"); err != nil {
+		return err
 	}
 	mc, src := s.get("maxconn")
 	if c.MaxConns, err = strconv.Atoi(mc); err != nil || c.MaxConns < 1 {

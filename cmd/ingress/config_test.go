@@ -75,6 +75,7 @@ func TestConfigErrorsBinary(t *testing.T) {
 		{"bad MAXCONN", map[string]string{"MAXCONN": "0"}, nil, []string{"MAXCONN=\"0\""}},
 		{"bad PROXY_MODE", map[string]string{"PROXY_MODE": "udp"}, nil, []string{"PROXY_MODE=\"udp\"", "tcp or http"}},
 		{"PROXY_PROTOCOL in http mode", map[string]string{"PROXY_MODE": "http", "PROXY_PROTOCOL": "true"}, nil, []string{"PROXY_PROTOCOL=true needs PROXY_MODE=tcp"}},
+		{"bad UNDERSCORES_IN_HEADERS", map[string]string{"UNDERSCORES_IN_HEADERS": "sometimes"}, nil, []string{"UNDERSCORES_IN_HEADERS=\"sometimes\"", "true or false"}},
 		{"bad SET_CAA", map[string]string{"SET_CAA": "maybe"}, nil, []string{"SET_CAA=\"maybe\"", "true or false"}},
 		{"bad DOMAIN", map[string]string{"DOMAIN": "app..ingress.test"}, nil, []string{"DOMAIN=\"app..ingress.test\""}},
 		{"bad DOMAINS entry", map[string]string{"DOMAINS": "ok.ingress.test\n-bad-.ingress.test"}, nil, []string{"DOMAINS entry \"-bad-.ingress.test\""}},
