@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -206,6 +207,9 @@ func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !prereadChunked(w, r) {
 		return
 	}
+	if r.Header.Get("Upgrade") != "" {
+		w = upgradeWriter{w}
+	}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &countingBody{ReadCloser: r.Body, n: &s.stats.toBackends}
 	}
@@ -265,6 +269,40 @@ func prereadChunked(w http.ResponseWriter, r *http.Request) bool {
 	}
 	r.Body = readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
 	return true
+}
+
+// upgradeWriter hands ReverseProxy a hijacked connection that first yields
+// the bytes the server had already read past the request head: a client may
+// send its first frames in the same write as the Upgrade request, and
+// ReverseProxy copies from the bare connection, which would drop them.
+type upgradeWriter struct{ http.ResponseWriter }
+
+func (u upgradeWriter) Unwrap() http.ResponseWriter { return u.ResponseWriter }
+
+func (u upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(u.ResponseWriter).Hijack()
+	if err != nil || brw.Reader.Buffered() == 0 {
+		return c, brw, err
+	}
+	early, _ := brw.Reader.Peek(brw.Reader.Buffered())
+	ec := &earlyConn{Conn: c, pending: bytes.Clone(early)}
+	brw.Reader.Reset(ec)
+	return ec, brw, nil
+}
+
+// earlyConn reads pending before the connection.
+type earlyConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (c *earlyConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
 }
 
 type readCloser struct {
