@@ -297,6 +297,11 @@ func evidenceHandler() http.Handler {
 		"sha256sum.txt": strings.Repeat("0", 64) + "  cert.pem\n",
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead { // as evidence.Handler
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed: only GET and HEAD", http.StatusMethodNotAllowed)
+			return
+		}
 		name := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, "/evidences"), "/")
 		if name == "" {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")

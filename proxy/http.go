@@ -193,7 +193,9 @@ func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Handed over by the fast path (prefixConn).
 		r.TLS, _ = r.Context().Value(tlsStateKey{}).(*tls.ConnectionState)
 	}
-	if s.cfg.Evidence != nil && s.local.match(r.URL.Path) {
+	// The root is matched as sent (escaped), as tcp mode and the fast
+	// path see it: /%65vidences is the app's, in every mode.
+	if s.cfg.Evidence != nil && s.local.match(r.URL.EscapedPath()) {
 		s.stats.evidence.Add(1)
 		s.cfg.Evidence.ServeHTTP(w, r)
 		return

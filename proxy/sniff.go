@@ -28,23 +28,15 @@ func (r sniffResult) String() string {
 	return "invalid"
 }
 
-// localPaths are the path roots answered in-process (Config.LocalPaths) and
-// the request-line starts that announce them in a tcp-mode stream.
+// localPaths are the path roots answered in-process (Config.LocalPaths).
 type localPaths struct {
-	roots    []string // "/evidences"
-	prefixes []string // "GET /evidences", "HEAD /evidences"
+	roots []string // "/evidences"
 }
 
 // defaultLocal is Config.LocalPaths' zero value: the evidence bundle.
 var defaultLocal = newLocalPaths([]string{"/evidences"})
 
-func newLocalPaths(roots []string) localPaths {
-	l := localPaths{roots: roots}
-	for _, r := range roots {
-		l.prefixes = append(l.prefixes, "GET "+r, "HEAD "+r)
-	}
-	return l
-}
+func newLocalPaths(roots []string) localPaths { return localPaths{roots: roots} }
 
 // checkLocalRoot accepts a single path segment: "/" then letters, digits,
 // '.', '-' or '_'.
@@ -64,23 +56,43 @@ func checkLocalRoot(r string) error {
 // HTTP/1.x request for the evidence bundle (Config.LocalPaths' default).
 func sniff(b []byte) sniffResult { return defaultLocal.sniff(b) }
 
+// maxMethod bounds the method of a request line that may still turn out to
+// be for a local path; no registered method is longer.
+const maxMethod = 16
+
 // sniff decides from the first bytes of a client stream whether it is an
-// HTTP/1.x request for a local path. It returns sniffMore only while b is a
-// strict prefix of one of the request lines, so a stream that is not one is
-// decided at its first differing byte. The byte after the root must end the
-// path segment (see endsSegment), so that /evidencesX reaches the backend.
+// HTTP/1.x request for a local path, with any method: tcp mode then hands it
+// to the same handler http mode uses, which answers what it does not serve
+// (405 for POST) exactly as in http mode. It returns sniffMore only while b
+// can still become such a request line (a method of capital letters, one
+// space, then a prefix of a root), so a stream that is not one is decided at
+// its first differing byte. The byte after the root must end the path
+// segment (see endsSegment), so that /evidencesX reaches the backend.
 func (l localPaths) sniff(b []byte) sniffResult {
+	sp := 0
+	for ; sp < len(b) && b[sp] != ' '; sp++ {
+		if c := b[sp]; c < 'A' || c > 'Z' || sp == maxMethod {
+			return sniffBackend
+		}
+	}
+	switch {
+	case sp == len(b):
+		return sniffMore
+	case sp == 0:
+		return sniffBackend
+	}
+	target := b[sp+1:]
 	more := false
-	for _, p := range l.prefixes {
-		n := min(len(b), len(p))
-		if string(b[:n]) != p[:n] {
+	for _, root := range l.roots {
+		n := min(len(target), len(root))
+		if string(target[:n]) != root[:n] {
 			continue
 		}
-		if len(b) <= len(p) {
+		if len(target) <= len(root) {
 			more = true
 			continue
 		}
-		if endsSegment(b[len(p)]) {
+		if endsSegment(target[len(root)]) {
 			return sniffEvidence
 		}
 	}

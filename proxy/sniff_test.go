@@ -18,13 +18,19 @@ func TestSniff(t *testing.T) {
 		"GET /evidencesX":                 sniffBackend,
 		"GET / HTTP/1.1":                  sniffBackend,
 		"get /evidences/":                 sniffBackend, // methods are case-sensitive
-		"POST /evidences/":                sniffBackend,
+		"POST /evidences/":                sniffEvidence, // the handler answers 405, as in http mode
+		"OPTIONS /evidences ":             sniffEvidence,
+		"POST /x":                         sniffBackend,
+		"ABCDEFGHIJKLMNOPQ /evidences/":   sniffBackend, // no method is that long
+		" /evidences/":                    sniffBackend,
+		"GET  /evidences/":                sniffBackend,
 		"PRI * HTTP/2.0\r\n":              sniffBackend, // h2 preface
 		"\x16\x03\x01":                    sniffBackend,
 		"hi\n":                            sniffBackend,
 		"H":                               sniffMore,
 		"HE":                              sniffMore,
-		"HEL":                             sniffBackend,
+		"HEL":                             sniffMore, // still a method
+		"HEL/":                            sniffBackend,
 	} {
 		if got := sniff([]byte(in)); got != want {
 			t.Errorf("sniff(%q) = %v, want %v", in, got, want)
@@ -43,24 +49,27 @@ func TestIsEvidencePath(t *testing.T) {
 	}
 }
 
-// sniffReference decides the same question the slow, obvious way, from the six
-// complete evidence request-line starts.
+// sniffReference decides the same question the slow, obvious way: a
+// request line is a method of 1 to 16 capital letters, one space, and the
+// root followed by '/', '?' or ' '.
 func sniffReference(b string) sniffResult {
-	var full []string
-	for _, p := range []string{"GET /evidences", "HEAD /evidences"} {
-		for _, end := range []string{"/", "?", " "} {
-			full = append(full, p+end)
-		}
+	method, rest, spaced := strings.Cut(b, " ")
+	if len(method) > maxMethod || strings.Trim(method, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != "" {
+		return sniffBackend
 	}
-	for _, f := range full {
-		if strings.HasPrefix(b, f) {
+	if !spaced {
+		return sniffMore
+	}
+	if method == "" {
+		return sniffBackend
+	}
+	for _, end := range []string{"/", "?", " "} {
+		if strings.HasPrefix(rest, "/evidences"+end) {
 			return sniffEvidence
 		}
 	}
-	for _, f := range full {
-		if len(b) < len(f) && strings.HasPrefix(f, b) {
-			return sniffMore
-		}
+	if len(rest) <= len("/evidences") && strings.HasPrefix("/evidences", rest) {
+		return sniffMore
 	}
 	return sniffBackend
 }
@@ -74,7 +83,7 @@ func FuzzSniff(f *testing.F) {
 		if want := sniffReference(string(b)); got != want {
 			t.Fatalf("sniff(%q) = %v, reference says %v", b, got, want)
 		}
-		if got == sniffMore && len(b) >= len("HEAD /evidences/") {
+		if got == sniffMore && len(b) >= maxMethod+len(" /evidences/") {
 			t.Fatalf("sniff(%q) undecided after %d bytes", b, len(b))
 		}
 		// A decision never changes with more bytes: the proxy acts on it at once.

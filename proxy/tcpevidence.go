@@ -78,12 +78,14 @@ func (x *tcpSession) serveEvidence(have int) {
 		r.limit = int64(cfg.MaxHeaderBytes)
 		req, err := http.ReadRequest(br)
 		if err != nil {
-			status := http.StatusBadRequest
-			if r.limit <= 0 {
-				status = http.StatusRequestHeaderFieldsTooLarge
-			}
-			if !isTimeout(err) && err != io.EOF {
-				x.writeSimpleResponse(status)
+			// A head past the limit ends in EOF from the limited reader:
+			// that is a 431 (as net/http answers in http mode), not a
+			// client that went away.
+			switch {
+			case r.limit <= 0:
+				x.writeSimpleResponse(http.StatusRequestHeaderFieldsTooLarge)
+			case !isTimeout(err) && err != io.EOF:
+				x.writeSimpleResponse(http.StatusBadRequest)
 			}
 			x.s.log.Debug("bad evidence request", "remote", x.client.RemoteAddr().String(), "err", err)
 			x.closeClean()
