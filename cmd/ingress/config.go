@@ -259,8 +259,7 @@ Examples:
     SET_CAA=true CLOUDFLARE_API_TOKEN=... ingress
   ingress --cert-source static --cert cert.pem --key key.pem --listen :8443 --target app:8080
   ingress --cert-source self-signed --target app:8080
-  ingress --dev                      # local demo; prints the verifycli and curl commands
-
+%s
 Exit status: 0 after SIGTERM and a drain, 1 on a failure at run time, 2 on bad configuration.
 `
 
@@ -290,6 +289,9 @@ func usageText() string {
 	for _, g := range groups {
 		fmt.Fprintf(&b, "\n%s:\n", g.title)
 		for _, o := range g.opts {
+			if o.flag == "dev" && !devBuilt {
+				continue
+			}
 			left := "  "
 			if o.flag != "" {
 				left += "--" + o.flag
@@ -338,7 +340,11 @@ func usageText() string {
 			}
 		}
 	}
-	fmt.Fprintf(&b, usageTail, creds.String())
+	devExample := ""
+	if devBuilt {
+		devExample = "  ingress --dev                      # local demo; prints the verifycli and curl commands\n"
+	}
+	fmt.Fprintf(&b, usageTail, creds.String(), devExample)
 	return b.String()
 }
 
@@ -365,6 +371,24 @@ func (v strValue) String() string {
 }
 func (v strValue) Set(s string) error { *v.s = s; return nil }
 func (v strValue) IsBoolFlag() bool   { return v.isBool }
+
+// nothingSet reports whether the command line is empty and no variable of
+// ours is in the environment: a first run, which gets pointed at --help.
+func nothingSet(args []string, lookup func(string) (string, bool)) bool {
+	if len(args) > 0 {
+		return false
+	}
+	for _, g := range groups {
+		for _, o := range g.opts {
+			for _, name := range append([]string{o.env}, o.aliases...) {
+				if v, ok := lookup(name); name != "" && ok && v != "" {
+					return false
+				}
+			}
+		}
+	}
+	return true
+}
 
 // errHelp is returned by parseConfig for --help.
 var errHelp = flag.ErrHelp

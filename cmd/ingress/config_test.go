@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -444,5 +445,43 @@ func TestJSONLogs(t *testing.T) {
 		if err := json.Unmarshal([]byte(line), &v); err != nil || v["msg"] == nil || v["level"] == nil {
 			t.Fatalf("not a JSON log line: %q", line)
 		}
+	}
+}
+
+// TestBareRunPointsToHelp: with nothing configured the error is followed by
+// one hint naming --help (and --dev where it is built); with anything
+// configured the error stays one line.
+func TestBareRunPointsToHelp(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), nil, lookupMap(nil), &out, &errb, nil); code != 2 {
+		t.Fatalf("exit %d", code)
+	}
+	lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[1], "hint: nothing is configured; ingress --help") || !strings.Contains(lines[1], "ingress --dev") {
+		t.Fatalf("stderr:\n%s", errb.String())
+	}
+	errb.Reset()
+	run(context.Background(), nil, lookupMap(map[string]string{"DOMAIN": "app.example.com"}), &out, &errb, nil)
+	if strings.Contains(errb.String(), "hint: nothing is configured") {
+		t.Fatalf("a configured run got the first-run hint:\n%s", errb.String())
+	}
+}
+
+// TestProductionHelpHasNoDev: the image's build (-tags nodev) does not offer
+// --dev in --help, nor in the first-run hint.
+func TestProductionHelpHasNoDev(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "ingress")
+	if out, err := exec.Command("go", "build", "-tags", "nodev", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags nodev: %v\n%s", err, out)
+	}
+	help, err := exec.Command(bin, "--help").Output()
+	if err != nil || !strings.Contains(string(help), "--cert-source") || strings.Contains(string(help), "--dev") {
+		t.Fatalf("--help of the nodev build (%v):\n%s", err, help)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = []string{}
+	msg, _ := cmd.CombinedOutput()
+	if !strings.Contains(string(msg), "hint: nothing is configured") || strings.Contains(string(msg), "--dev") {
+		t.Fatalf("bare run of the nodev build:\n%s", msg)
 	}
 }

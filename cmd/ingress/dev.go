@@ -28,6 +28,9 @@ import (
 
 // Dev mode's fixed names. The domain is under .test (RFC 2606): it can never
 // be a real name on the internet.
+// devBuilt: --dev is in this build.
+const devBuilt = true
+
 const (
 	devZone        = "ingress.test"
 	devDomain      = "app." + devZone

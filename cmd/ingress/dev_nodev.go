@@ -10,6 +10,9 @@ import (
 	"os"
 )
 
+// devBuilt: --dev is not in this build; --help does not offer it.
+const devBuilt = false
+
 // runDev is absent from production builds (-tags nodev, as the Dockerfile
 // builds): the dev world links pebble, emulators and the guest-agent
 // simulator, code the TEE has no reason to carry.

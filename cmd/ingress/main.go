@@ -38,6 +38,13 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "ingress: error: %s\n", err)
+		if nothingSet(args, lookup) {
+			hint := "hint: nothing is configured; ingress --help lists every setting"
+			if devBuilt {
+				hint += ", and ingress --dev runs a local demo"
+			}
+			fmt.Fprintln(stderr, hint)
+		}
 		return 2
 	}
 	log := newLogger(cfg, stderr)
