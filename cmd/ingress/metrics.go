@@ -67,6 +67,12 @@ func (m *metrics) handler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ready, lines := m.d.readiness()
+		if ready {
+			if err := m.d.probeAgent(r.Context()); err != nil {
+				ready = false
+				lines = append(lines, "agent: "+err.Error())
+			}
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		if !ready {

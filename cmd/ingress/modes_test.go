@@ -94,6 +94,30 @@ func testSelfSigned(t *testing.T, mode string) {
 	}
 }
 
+// TestSelfSignedAgentGone: in self-signed mode every attestation needs the
+// guest agent, so /readyz says not ready, naming it, once it stops
+// answering; the process keeps serving.
+func TestSelfSignedAgentGone(t *testing.T) {
+	bin, _ := binaries(t)
+	sim, sock, _ := newSim(t)
+	be := newBackend(t, "app")
+	p := startIngress(t, bin, map[string]string{"CERT_SOURCE": "self-signed", "TARGET_ENDPOINT": be.addr,
+		"DSTACK_SIMULATOR_ENDPOINT": sock, "METRICS_LISTEN": "127.0.0.1:0"}, "--listen", "127.0.0.1:0")
+	maddr := p.metricsAddr()
+	p.waitReady()
+	if code, body := readyz(t, maddr); code != http.StatusOK {
+		t.Fatalf("with the agent: %d %q", code, body)
+	}
+	sim.Close()
+	code, body := readyz(t, maddr)
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "agent: the dstack guest agent at "+sock+" does not answer") {
+		t.Fatalf("agent gone: %d %q", code, body)
+	}
+	if p.exited() {
+		t.Fatal("the process ended")
+	}
+}
+
 // freePort returns a loopback port that was free a moment ago (pebble needs
 // the port it validates tls-alpn-01 on before the ingress starts).
 func freePort(t testing.TB) int {

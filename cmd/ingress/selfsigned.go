@@ -86,3 +86,25 @@ func (d *daemon) identifySelfSigned(ctx context.Context) error {
 	d.changed()
 	return nil
 }
+
+// probeAgent asks the guest agent for Info when the daemon cannot do its
+// job without it: in self-signed mode every /attestation is a quote, so an
+// agent that stopped answering makes the instance unready, not a ready
+// instance that answers 502. Other modes serve on without it.
+func (d *daemon) probeAgent(ctx context.Context) error {
+	if d.cfg.CertSource != sourceSelfSigned {
+		return nil
+	}
+	d.mu.Lock()
+	a := d.agent
+	d.mu.Unlock()
+	if a == nil {
+		return nil // readiness says so already
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := a.Info(ctx); err != nil {
+		return fmt.Errorf("the dstack guest agent at %s does not answer, so /attestation cannot be served: %w", a.Endpoint(), err)
+	}
+	return nil
+}
