@@ -30,6 +30,11 @@ type httpFront struct {
 	transports []*http.Transport
 	fast       bool     // HTTP/1.1 connections take the fast path (h1.go)
 	pool       backPool // the fast path's backend connections
+
+	// fresh holds the connections net/http has read no request on yet,
+	// with when they arrived (see closeFresh).
+	freshMu sync.Mutex
+	fresh   map[net.Conn]time.Time
 }
 
 func (s *Server) newHTTPFront() error {
@@ -38,6 +43,7 @@ func (s *Server) newHTTPFront() error {
 		s:       s,
 		queue:   &connQueue{ch: make(chan net.Conn), done: make(chan struct{})},
 		proxies: make(map[Target]*httputil.ReverseProxy),
+		fresh:   make(map[net.Conn]time.Time),
 	}
 	errorLog := slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug)
 	var h1, h2c, tlsT *http.Transport
@@ -109,6 +115,7 @@ func (s *Server) newHTTPFront() error {
 		ErrorLog:          errorLog,
 		BaseContext:       func(net.Listener) context.Context { return s.ctx },
 		ConnContext:       connContext,
+		ConnState:         f.connState,
 	}
 	f.fast = protos.HTTP1()
 	s.http = f
@@ -353,7 +360,43 @@ func (f *httpFront) backendError(w http.ResponseWriter, r *http.Request, err err
 }
 
 func (f *httpFront) shutdown(ctx context.Context) error {
+	f.closeFresh()
 	return f.srv.Shutdown(ctx)
+}
+
+func (f *httpFront) connState(c net.Conn, st http.ConnState) {
+	f.freshMu.Lock()
+	defer f.freshMu.Unlock()
+	if st == http.StateNew {
+		f.fresh[c] = time.Now()
+	} else {
+		delete(f.fresh, c)
+	}
+}
+
+// freshGrace is how long a connection that has sent no request is left to
+// send one after Shutdown starts, counted from its arrival.
+const freshGrace = 500 * time.Millisecond
+
+// closeFresh closes, at Shutdown, the connections on which no request has
+// come (an h2 client that opened a connection and said nothing): net/http
+// counts them idle only after five seconds, so one such client held the
+// drain that long. A connection younger than freshGrace gets the rest of
+// it: its first request may be on its way.
+func (f *httpFront) closeFresh() {
+	f.freshMu.Lock()
+	defer f.freshMu.Unlock()
+	now := time.Now()
+	for c, since := range f.fresh {
+		time.AfterFunc(max(freshGrace-now.Sub(since), 0), func() {
+			f.freshMu.Lock()
+			_, still := f.fresh[c]
+			f.freshMu.Unlock()
+			if still {
+				c.Close()
+			}
+		})
+	}
 }
 
 func (f *httpFront) closeIdle() {

@@ -392,8 +392,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for ln := range s.listeners {
 		lns = append(lns, ln)
 	}
-	empty := len(s.conns) == 0
+	open := len(s.conns)
+	empty := open == 0
 	s.mu.Unlock()
+	if first && !empty {
+		s.log.Info("draining: waiting for open connections to finish", "open", open)
+	}
 	if empty {
 		s.drainOnce.Do(func() { close(s.drained) })
 	}

@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
 	"testing"
+	"time"
 )
 
 // TestUpgradeEarlyData: bytes a client sends in the same write as its
@@ -34,5 +36,27 @@ func TestUpgradeEarlyData(t *testing.T) {
 	got := make([]byte, len("EARLYLATE"))
 	if _, err := io.ReadFull(c.br, got); err != nil || string(got) != "EARLYLATE" {
 		t.Fatalf("echoed %q (%v), want EARLYLATE: the early bytes were lost", got, err)
+	}
+}
+
+// TestShutdownClosesSilentConnections: an h2 client that opened a
+// connection and sent nothing does not hold the drain: net/http would wait
+// five seconds before counting it idle; Shutdown finishes well inside four.
+func TestShutdownClosesSilentConnections(t *testing.T) {
+	checkGoroutines(t)
+	f := newFixture(t)
+	app := startHTTPBackend(t, "app")
+	s, addr := startProxy(t, Config{Certs: f.store, Mode: ModeHTTP, Default: app.target(), ALPN: []string{"h2", "http/1.1"}})
+	for _, proto := range []string{"h2", "http/1.1"} {
+		c := dialTLS(t, addr, f.clientTLS("app.test", proto))
+		if got := c.ConnectionState().NegotiatedProtocol; got != proto {
+			t.Fatalf("ALPN %q, want %q", got, proto)
+		}
+	}
+	waitFor(t, 5*time.Second, "both connections to be open", func() bool { return s.Stats().Active == 2 })
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown with two silent connections: %v", err)
 	}
 }
