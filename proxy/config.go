@@ -134,6 +134,12 @@ type Config struct {
 	// see "Content_Length" as Content-Length: a way to smuggle framing.
 	KeepUnderscoreHeaders bool
 
+	// AccessLog logs one line per HTTP request at info level (http mode):
+	// method, host, path (no query: it may carry secrets), status, body
+	// bytes sent, duration, backend and client address. tcp mode logs each
+	// connection at debug level whatever this says. False: no request log.
+	AccessLog bool
+
 	// Logger receives connection and error logs. Nil: discard.
 	Logger *slog.Logger
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"runtime"
 	"strconv"
 	"sync"
@@ -62,6 +63,11 @@ type h1Conn struct {
 
 	idleSet  int64 // monotime when the idle read deadline was last pushed
 	clientWD int64
+
+	// What the access log says of the request in flight: the status sent
+	// (0: none) and the body bytes that reached the client.
+	status int
+	sent   int64
 
 	mu      sync.Mutex
 	back    *backConn // the backend connection of the request in flight
@@ -305,7 +311,14 @@ func (h *h1Conn) serveOne(n int) (keep bool, err error) {
 	*out = b
 
 	s.stats.h1Fast.Add(1)
+	var start time.Time
+	if s.cfg.AccessLog {
+		start, h.status, h.sent = time.Now(), 0, 0
+	}
 	keep, err = h.roundTrip(&req, target, b, len(body))
+	if s.cfg.AccessLog {
+		s.logAccess(string(req.method), string(req.host), string(req.path), h.status, h.sent, time.Since(start), target.Addr, h.clientIP)
+	}
 	return keep && !req.close, err
 }
 
@@ -460,6 +473,7 @@ func (h *h1Conn) exchange(req *h1Request, bc *backConn, wire, rb []byte) (keep, 
 	}
 	sent = true
 	s.stats.toClients.Add(uint64(payload))
+	h.status, h.sent = resp.status, payload
 
 	lastRead := monotime()
 	for !done {
@@ -475,6 +489,7 @@ func (h *h1Conn) exchange(req *h1Request, bc *backConn, wire, rb []byte) (keep, 
 					return false, true, errClientWrite
 				}
 				s.stats.toClients.Add(uint64(payload))
+				h.sent += payload
 			}
 			extra = extra || len(part) < m
 			done = d
@@ -550,6 +565,7 @@ func (h *h1Conn) badGateway(req *h1Request, format string, err error) (bool, err
 	h.s.stats.backendErrors.Add(1)
 	h.s.log.Info("backend request failed", "host", string(req.host), "path", string(req.path), "err", fmt.Errorf(format, err))
 	closeClient := req.close || h.quitting()
+	h.status = http.StatusBadGateway
 	msg := "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n"
 	if closeClient {
 		msg = "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"

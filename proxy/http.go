@@ -200,10 +200,19 @@ func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Handed over by the fast path (prefixConn).
 		r.TLS, _ = r.Context().Value(tlsStateKey{}).(*tls.ConnectionState)
 	}
+	backend := ""
+	if s.cfg.AccessLog {
+		aw, start := &accessWriter{ResponseWriter: w}, time.Now()
+		defer func() {
+			s.logAccess(r.Method, r.Host, r.URL.EscapedPath(), aw.status, aw.bytes, time.Since(start), backend, clientHost(r.RemoteAddr))
+		}()
+		w = aw
+	}
 	// The root is matched as sent (escaped), as tcp mode and the fast
 	// path see it: /%65vidences is the app's, in every mode.
 	if s.cfg.Evidence != nil && s.local.match(r.URL.EscapedPath()) {
 		s.stats.evidence.Add(1)
+		backend = "local"
 		s.cfg.Evidence.ServeHTTP(w, r)
 		return
 	}
@@ -213,6 +222,7 @@ func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no route for this host", http.StatusMisdirectedRequest)
 		return
 	}
+	backend = t.Addr
 	if !prereadChunked(w, r) {
 		return
 	}

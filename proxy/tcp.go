@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"math"
 	"net"
 	"os"
@@ -94,6 +96,7 @@ type tcpSession struct {
 	have int // bytes of x.small read before the client goroutine started
 
 	lastActive atomic.Int64 // monotime of the last byte read from either side
+	start      time.Time    // for the connection log
 
 	// Write-deadline bookkeeping, each used by one goroutine at a time.
 	clientWD, backWD int64
@@ -125,6 +128,7 @@ func (s *Server) serveTCP(c *trackedConn, tc *tls.Conn, st *tls.ConnectionState)
 		closed:   make(chan struct{}),
 		clientWD: math.MinInt64 / 2,
 		backWD:   math.MinInt64 / 2,
+		start:    time.Now(),
 	}
 	x.rawRead = x.rawReadFn
 	x.touch()
@@ -352,7 +356,26 @@ func (x *tcpSession) abort() {
 		// Watches that will never fire give back their references; the
 		// count may reach zero here, and there is nothing more to close.
 		x.refs.Add(-dropped)
+		x.logClosed()
 	})
+}
+
+// logClosed is tcp mode's connection log, at debug level.
+func (x *tcpSession) logClosed() {
+	if !x.s.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	to := "backend"
+	switch {
+	case x.noBack.Load():
+		to = "backend unreachable"
+	case x.decision.Load() == decEvidence:
+		to = "evidence"
+	case x.decision.Load() == decUndecided:
+		to = "nothing (the client sent no request)"
+	}
+	x.s.log.Debug("connection closed", "client", x.client.RemoteAddr().String(), "sni", x.state.ServerName,
+		"backend", x.target.Addr, "served_by", to, "duration", time.Since(x.start).Round(time.Millisecond))
 }
 
 // closeClean tells the client we are done (close_notify, then FIN) and ends the

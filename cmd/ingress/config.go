@@ -69,10 +69,12 @@ type Config struct {
 	ProxyProtocol bool
 	// KeepUnderscoreHeaders forwards header names with '_' (http mode).
 	KeepUnderscoreHeaders bool
-	MaxConns              int
-	ConnectTimeout        time.Duration
-	ClientTimeout         time.Duration
-	ServerTimeout         time.Duration
+	// AccessLog logs one line per HTTP request (http mode).
+	AccessLog      bool
+	MaxConns       int
+	ConnectTimeout time.Duration
+	ClientTimeout  time.Duration
+	ServerTimeout  time.Duration
 	// DrainTimeout bounds how long open connections may finish after SIGTERM.
 	DrainTimeout time.Duration
 
@@ -189,6 +191,7 @@ var groups = []struct {
 		{flag: "mode", env: "PROXY_MODE", def: "tcp", arg: "MODE", help: "tcp (L4, any protocol) or http (L7: h1, h2, websockets, gRPC)"},
 		{flag: "alpn", env: "ALPN", arg: "LIST", help: "ALPN protocols offered, comma-separated (tcp mode: the backend must speak them)"},
 		{flag: "proxy-protocol", env: "PROXY_PROTOCOL", def: "false", help: "send a PROXY protocol v2 header to backends (tcp mode)"},
+		{flag: "access-log", env: "ACCESS_LOG", def: "false", help: "log one line per HTTP request at info level (http mode: method, host, path without query, status, bytes, duration, backend, client); tcp mode logs connections at debug level"},
 		{flag: "underscores-in-headers", env: "UNDERSCORES_IN_HEADERS", def: "false", help: "forward request header names with '_' (http mode; dropped by default, as nginx does)"},
 		{flag: "maxconn", env: "MAXCONN", def: "4096", arg: "N", help: "most client connections open at once"},
 		{flag: "timeout-connect", env: "TIMEOUT_CONNECT", def: "10s", arg: "D", help: "backend dial timeout"},
@@ -656,6 +659,9 @@ func parseProxy(s *settings, c *Config) error {
 		return configErrorf("%s=true needs PROXY_MODE=tcp (http mode sends X-Forwarded-For instead)", src)
 	}
 	if c.KeepUnderscoreHeaders, err = s.boolean("underscores-in-headers"); err != nil {
+		return err
+	}
+	if c.AccessLog, err = s.boolean("access-log"); err != nil {
 		return err
 	}
 	mc, src := s.get("maxconn")

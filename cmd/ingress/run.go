@@ -170,6 +170,7 @@ func runDaemon(ctx context.Context, cfg *Config, log *slog.Logger, env environme
 	pc := proxy.Config{
 		Certs: &d.store, Challenges: &d.store, Mode: cfg.Mode, Default: cfg.Default, Routes: cfg.Routes,
 		ALPN: cfg.ALPN, ProxyProtocol: cfg.ProxyProtocol, MaxConns: cfg.MaxConns, KeepUnderscoreHeaders: cfg.KeepUnderscoreHeaders,
+		AccessLog:      cfg.AccessLog,
 		ConnectTimeout: cfg.ConnectTimeout, ClientTimeout: cfg.ClientTimeout, ServerTimeout: cfg.ServerTimeout,
 		Logger: log.With("component", "proxy"),
 	}
