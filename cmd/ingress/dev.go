@@ -42,6 +42,7 @@ const (
 	devTDXRootFile = "sim-tdx-root.pem"
 	devDNSFile     = "dns-addr.txt"
 	devSeedFile    = "sim-seed"
+	devCAAddrFile  = "ca-addr.txt"
 	devSocket      = "dstack.sock"
 )
 
@@ -177,7 +178,7 @@ func startDevWorld(dir string, log *slog.Logger) (*devWorld, error) {
 		return w, fmt.Errorf("dns server: %w", err)
 	}
 	w.cf = cfemu.New(w.dns, devToken)
-	if w.ca, err = acmeca.Start(acmeca.Options{DNSAddr: w.dns.Addr(), Logger: log.With("component", "pebble")}); err != nil {
+	if w.ca, err = startDevCA(dir, w.dns.Addr(), log); err != nil {
 		return w, fmt.Errorf("acme ca: %w", err)
 	}
 	seed, err := devSeed(dir)
@@ -204,7 +205,13 @@ func startDevWorld(dir string, log *slog.Logger) (*devWorld, error) {
 	if err != nil {
 		return w, fmt.Errorf("acme ca roots: %w", err)
 	}
+	// Roots of earlier runs stay trusted: a certificate kept in the state
+	// dir chains to the CA of the run that issued it.
+	if old, err := os.ReadFile(filepath.Join(dir, devCAFile)); err == nil && !bytes.Contains(old, roots) {
+		roots = append(old, roots...)
+	}
 	for name, data := range map[string][]byte{
+		devCAAddrFile:  []byte(w.ca.Addr() + "\n"),
 		devCAFile:      roots,
 		devTDXRootFile: w.sim.RootPEM(),
 		devDNSFile:     []byte(w.dns.Addr() + "\n"),
@@ -216,6 +223,25 @@ func startDevWorld(dir string, log *slog.Logger) (*devWorld, error) {
 	log.Info("dev world started", "dns", w.dns.Addr(), "acme_directory", w.ca.DirectoryURL(), "cloudflare_api", w.cf.URL(),
 		"agent_socket", filepath.Join(dir, devSocket), "backend", w.beAddr, "state_dir", dir)
 	return w, nil
+}
+
+// startDevCA starts pebble at the address an earlier run with this state
+// dir used, so that the directory URL, and with it the certificate stored
+// under it, stays valid: a restart issues nothing. Pebble's own state (the
+// account, its CA key) is in memory and new; the account is registered
+// again under the same KMS-derived key.
+func startDevCA(dir, dnsAddr string, log *slog.Logger) (*acmeca.CA, error) {
+	opts := acmeca.Options{DNSAddr: dnsAddr, Logger: log.With("component", "pebble")}
+	if b, err := os.ReadFile(filepath.Join(dir, devCAAddrFile)); err == nil {
+		opts.Listen = strings.TrimSpace(string(b))
+		ca, err := acmeca.Start(opts)
+		if err == nil {
+			return ca, nil
+		}
+		log.Warn("the dev CA cannot come back at its earlier address; a new one means a new certificate", "addr", opts.Listen, "err", err)
+		opts.Listen = ""
+	}
+	return acmeca.Start(opts)
 }
 
 // devSeed keeps the simulator's seed in the state dir, so that a dev run

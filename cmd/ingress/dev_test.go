@@ -61,4 +61,25 @@ func TestDev(t *testing.T) {
 	if code := p.stop(); code != 0 {
 		t.Fatalf("exit %d:\n%s", code, p.logs())
 	}
+
+	// A restart on the same state dir issues nothing: the dev CA comes back
+	// at its address, the stored certificate is used, and it still verifies.
+	p2 := startIngress(t, bin, nil, "--dev", "--listen", "127.0.0.1:0", "--state-dir", state)
+	waitFor(t, "the ready line after a restart", 60*time.Second, func() bool {
+		if p2.exited() {
+			t.Fatalf("ingress --dev exited:\n%s", p2.logs())
+		}
+		return strings.Contains(p2.stdout.String(), "\nready\n")
+	}, p2.logs)
+	if logs := p2.stderr.String(); !strings.Contains(logs, `msg="using stored certificate"`) || strings.Contains(logs, `msg="obtained certificate"`) {
+		t.Fatalf("the restart ordered a certificate:\n%s", logs)
+	}
+	verify = regexp.MustCompile(`(?m)^verify: (.*)$`).FindStringSubmatch(p2.stdout.String())
+	res, err = exec.CommandContext(ctx, "sh", "-c", verify[1]).CombinedOutput()
+	if err != nil || !strings.Contains(string(res), "result: PASS") {
+		t.Fatalf("the verify command after a restart failed (%v):\n%s", err, res)
+	}
+	if code := p2.stop(); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, p2.logs())
+	}
 }

@@ -59,6 +59,10 @@ type Options struct {
 	// for HTTP-01 and TLS-ALPN-01. Zero means pebble's defaults, 5002 and
 	// 5001.
 	HTTPPort, TLSPort int
+	// Listen is the "host:port" the ACME server listens on, so that a
+	// restart can come back at the same directory URL. Empty: a free port
+	// on 127.0.0.1.
+	Listen string
 }
 
 // CA is a running pebble with its ACME server on an httptest TLS server on
@@ -145,6 +149,15 @@ func Start(opts Options) (*CA, error) {
 
 	c.srv = httptest.NewUnstartedServer(http.HandlerFunc(c.serve))
 	c.srv.Config.ErrorLog = plog
+	if opts.Listen != "" {
+		ln, err := net.Listen("tcp", opts.Listen)
+		if err != nil {
+			c.srv.Close()
+			return nil, fmt.Errorf("acmeca: listening on %s: %w", opts.Listen, err)
+		}
+		c.srv.Listener.Close()
+		c.srv.Listener = ln
+	}
 	c.srv.StartTLS()
 	c.client = &http.Client{Transport: c.srv.Client().Transport.(*http.Transport).Clone()}
 	return c, nil
@@ -176,6 +189,9 @@ func withPebbleEnv[T any](env map[string]string, f func() T) T {
 	}()
 	return f()
 }
+
+// Addr is the host:port the ACME server listens on.
+func (c *CA) Addr() string { return c.srv.Listener.Addr().String() }
 
 // DirectoryURL returns the ACME directory URL.
 func (c *CA) DirectoryURL() string { return c.srv.URL + wfe.DirectoryPath }
