@@ -17,7 +17,7 @@ func TestSniff(t *testing.T) {
 		"HEAD /evidences/quote.json HTTP": sniffEvidence,
 		"GET /evidencesX":                 sniffBackend,
 		"GET / HTTP/1.1":                  sniffBackend,
-		"get /evidences/":                 sniffBackend, // methods are case-sensitive
+		"get /evidences/":                 sniffBackend,  // methods are case-sensitive
 		"POST /evidences/":                sniffEvidence, // the handler answers 405, as in http mode
 		"OPTIONS /evidences ":             sniffEvidence,
 		"POST /x":                         sniffBackend,
