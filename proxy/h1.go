@@ -157,7 +157,7 @@ func (h *h1Conn) handoff() {
 	h.c.abort, h.c.kick = nil, nil
 	h.s.mu.Unlock()
 	h.c.SetReadDeadline(time.Time{})
-	pc := &prefixConn{Conn: h.tc, state: h.st}
+	pc := &prefixConn{earlyConn: earlyConn{Conn: h.tc}, state: h.st}
 	if h.w > h.r {
 		pc.pending = append([]byte(nil), h.in[h.r:h.w]...)
 	}
@@ -586,18 +586,8 @@ func (h *h1Conn) writeClient(p []byte) error {
 // the rest. net/http sees no *tls.Conn, so the TLS state travels in the
 // connection's context (ServeHTTP puts it back into Request.TLS).
 type prefixConn struct {
-	*tls.Conn
-	pending []byte
-	state   *tls.ConnectionState
-}
-
-func (c *prefixConn) Read(p []byte) (int, error) {
-	if len(c.pending) > 0 {
-		n := copy(p, c.pending)
-		c.pending = c.pending[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
+	earlyConn
+	state *tls.ConnectionState
 }
 
 type tlsStateKey struct{}

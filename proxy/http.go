@@ -309,7 +309,8 @@ func (u upgradeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return ec, brw, nil
 }
 
-// earlyConn reads pending before the connection.
+// earlyConn reads pending, bytes read off the connection earlier, before
+// the connection.
 type earlyConn struct {
 	net.Conn
 	pending []byte
