@@ -21,7 +21,11 @@ type Account struct {
 // ParseAccount checks acme-account.json: a JSON object with "body" (an
 // object) and "uri" (an absolute https URL), and nothing that looks like a
 // private key: no "PRIVATE KEY" text, no private JWK (an object with "kty"
-// and "d" or "k"), no field named like a private key.
+// and "d" or "k"), no field named like a private key. The registration may
+// also sit under "registration", as lego's account.json has it
+// ({"email", "registration": {"body", "uri"}}), which dstack-ingress 2.x
+// publishes in its tls-alpn-01 mode (its dns-01 mode publishes certbot's
+// regr.json, {"body", "uri"}, like ours).
 func ParseAccount(b []byte) (*Account, error) {
 	if bytes.Contains(b, []byte("PRIVATE KEY")) {
 		return nil, errors.New("parsing acme-account.json: contains \"PRIVATE KEY\"; publish only the public registration {\"body\", \"uri\"}")
@@ -42,7 +46,11 @@ func ParseAccount(b []byte) (*Account, error) {
 	if !ok {
 		return nil, errors.New("parsing acme-account.json: want a JSON object {\"body\": {...}, \"uri\": \"https://...\"}")
 	}
-	if _, ok := obj["body"].(map[string]any); !ok {
+	if reg, ok := obj["registration"].(map[string]any); ok && obj["uri"] == nil {
+		obj = reg // lego's account.json
+	}
+	body, ok := obj["body"].(map[string]any)
+	if !ok {
 		return nil, errors.New("parsing acme-account.json: field \"body\" missing or not an object")
 	}
 	uri, ok := obj["uri"].(string)
@@ -53,11 +61,11 @@ func ParseAccount(b []byte) (*Account, error) {
 	if err != nil || u.Scheme != "https" || u.Host == "" {
 		return nil, fmt.Errorf("parsing acme-account.json: uri %q is not an absolute https URL", truncate(uri))
 	}
-	var a Account
-	if err := json.Unmarshal(b, &a); err != nil {
+	raw, err := json.Marshal(body)
+	if err != nil {
 		return nil, fmt.Errorf("parsing acme-account.json: %w", err)
 	}
-	return &a, nil
+	return &Account{URI: uri, Body: raw}, nil
 }
 
 // noPrivateMaterial walks decoded JSON looking for private keys.

@@ -51,6 +51,42 @@ func (b *ParsedBundle) AccountURI() string {
 	return b.Account.URI
 }
 
+// Bundle layouts in the field (ParsedBundle.Layout).
+const (
+	// LayoutTeeIngress: cert.pem, cert-<domain>.pem for each domain and
+	// history.json (this project).
+	LayoutTeeIngress = "tee-ingress"
+	// LayoutDstackIngress2: cert-<domain>.pem only, no history
+	// (dstack-ingress 2.x, multi-domain).
+	LayoutDstackIngress2 = "dstack-ingress 2.x"
+	// LayoutSingle: cert.pem only (dstack-ingress before 2.0).
+	LayoutSingle = "single certificate"
+	// LayoutNone: no certificate file at all.
+	LayoutNone = "no certificate"
+)
+
+// Layout names which of the layouts the bundle's certificate files and
+// history follow.
+func (b *ParsedBundle) Layout() string {
+	_, hasCert := b.Files[CertFile]
+	perDomain := false
+	for name := range b.Files {
+		if _, ok := certFileDomain(name); ok {
+			perDomain = true
+			break
+		}
+	}
+	switch {
+	case hasCert && perDomain, perDomain && b.HistoryErr == nil:
+		return LayoutTeeIngress
+	case perDomain:
+		return LayoutDstackIngress2
+	case hasCert:
+		return LayoutSingle
+	}
+	return LayoutNone
+}
+
 // Leaf returns the leaf certificate of the named certificate file (CertFile
 // or CertFileName(domain)), nil if absent or invalid.
 func (b *ParsedBundle) Leaf(name string) *x509.Certificate {
@@ -292,10 +328,11 @@ func listedCheck(b *ParsedBundle, listed map[string]bool) Check {
 	}
 	var missing []string
 	if b.SumsErr == nil {
-		for _, req := range []string{AccountFile, CertFile} {
-			if !listed[req] {
-				missing = append(missing, req)
-			}
+		if !listed[AccountFile] {
+			missing = append(missing, AccountFile)
+		}
+		if !anyCertListed(listed) {
+			missing = append(missing, "a certificate (cert.pem or cert-<domain>.pem)")
 		}
 	}
 	if _, ok := b.Files[QuoteFile]; !ok {
@@ -310,8 +347,17 @@ func listedCheck(b *ParsedBundle, listed map[string]bool) Check {
 		c.Hint = "the quote vouches only for listed files: an unlisted file was added, or a required one removed"
 		return c
 	}
-	c.Status, c.Detail = Pass, "every file is listed and the required ones exist"
+	c.Status, c.Detail = Pass, "every file is listed and the required ones exist ("+b.Layout()+" layout)"
 	return c
+}
+
+func anyCertListed(listed map[string]bool) bool {
+	for name := range listed {
+		if _, ok := certFileDomain(name); ok || name == CertFile {
+			return true
+		}
+	}
+	return false
 }
 
 func noPrivateKeyCheck(files map[string][]byte) Check {
@@ -387,8 +433,8 @@ func certChecks(b *ParsedBundle) []Check {
 func historyCheck(b *ParsedBundle) Check {
 	c := Check{Name: CheckHistory}
 	if errors.Is(b.HistoryErr, fs.ErrNotExist) {
-		c.Status, c.Detail = Warn, "no history.json (not a tee-ingress bundle?)"
-		c.Hint = "without history, certificates in CT logs cannot be matched to this deployment"
+		c.Status, c.Detail = Warn, "no history.json ("+b.Layout()+" layout): what cannot be checked is whether every certificate in the CT logs was this deployment's"
+		c.Hint = "dstack-ingress publishes no history; tee-ingress does"
 		return c
 	}
 	if b.HistoryErr != nil {

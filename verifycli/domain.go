@@ -95,7 +95,7 @@ func runDomain(ctx context.Context, o *options, arg string) (*result, error) {
 	}
 	cs = append(cs, ctDomainChecks(ctx, o, domain, pb)...)
 
-	res := &result{checks: cs, identity: identityOf("", cs), certificate: certificateReport(t.leaf()), accountURI: pb.AccountURI()}
+	res := &result{checks: cs, identity: identityOf("", cs), certificate: certificateReport(t.leaf()), accountURI: pb.AccountURI(), layout: pb.Layout()}
 	if live.body != nil {
 		res.nonce = hex.EncodeToString(nonce[:])
 	}

@@ -113,6 +113,7 @@ type result struct {
 	certificate *report.Certificate
 	accountURI  string
 	nonce       string
+	layout      string // the bundle's layout (domain, bundle)
 }
 
 // commands maps each command to its implementation and the flags it accepts
@@ -154,6 +155,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	r := report.New(cmd, arg, o.now, o.strict, res.checks)
 	r.Connect, r.Identity, r.Certificate, r.AccountURI, r.Nonce = o.connect, res.identity, res.certificate, res.accountURI, res.nonce
+	r.Layout = res.layout
 	if o.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

@@ -16,7 +16,7 @@ func runBundle(_ context.Context, o *options, dir string) (*result, error) {
 		return nil, &cliError{err: err, hint: "give the evidence folder (EVIDENCE_DIR, default /evidences) holding sha256sum.txt and quote.json"}
 	}
 	cs := evidence.VerifyBundle(pb, o.verifyOptions())
-	return &result{checks: cs, identity: identityOf("", cs), accountURI: pb.AccountURI()}, nil
+	return &result{checks: cs, identity: identityOf("", cs), accountURI: pb.AccountURI(), layout: pb.Layout()}, nil
 }
 
 // maxQuoteFile bounds a quote file; real ones are tens of kilobytes.

@@ -79,6 +79,9 @@ func writeText(w io.Writer, r *report.Report, color bool) error {
 	if r.AccountURI != "" {
 		fmt.Fprintf(bw, "acme account: %s\n", r.AccountURI)
 	}
+	if r.Layout != "" {
+		fmt.Fprintf(bw, "bundle layout: %s\n", r.Layout)
+	}
 	s := r.Summary
 	verdict := strings.ToUpper(r.Result)
 	if color {

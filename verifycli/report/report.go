@@ -49,6 +49,9 @@ type Report struct {
 	AccountURI string `json:"account_uri,omitempty"`
 	// Nonce is the fresh nonce sent for a live quote or attestation, in hex.
 	Nonce string `json:"nonce,omitempty"`
+	// Layout names the evidence bundle's layout (domain, bundle): tee-ingress,
+	// dstack-ingress 2.x, single certificate.
+	Layout string `json:"layout,omitempty"`
 }
 
 // Summary counts checks by status.
