@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -109,6 +110,8 @@ func FuzzParseEventLog(f *testing.F) {
 func FuzzParseAccount(f *testing.F) {
 	f.Add([]byte(testAccount))
 	f.Add([]byte(`{"body":{"key":{"kty":"EC","d":"x"}},"uri":"https://ca/1"}`))
+	f.Add([]byte(`{"email":"a@b","registration":{"body":{"status":"valid"},"uri":"https://ca/1"}}`))
+	f.Add([]byte(`{"registration":{"body":{},"uri":"https://ca/1","key":{"kty":"EC","d":"x"}}}`))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		a, err := ParseAccount(in)
 		if err != nil {
@@ -116,6 +119,11 @@ func FuzzParseAccount(f *testing.F) {
 		}
 		if bytes.Contains(in, []byte("PRIVATE KEY")) || !strings.HasPrefix(a.URI, "https://") {
 			t.Fatalf("accepted %q", in)
+		}
+		// What was taken re-encodes to an account that parses the same.
+		again, err := ParseAccount(fmt.Appendf(nil, `{"body":%s,"uri":%q}`, a.Body, a.URI))
+		if err != nil || again.URI != a.URI || !bytes.Equal(again.Body, a.Body) {
+			t.Fatalf("%q: re-encoded account differs: %v", in, err)
 		}
 	})
 }
