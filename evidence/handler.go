@@ -240,7 +240,7 @@ var indexPage = template.Must(template.New("index").Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Evidence</title></head>
 <body>
 <h1>Evidence</h1>
-<p>Check: <code>sha256sum -c sha256sum.txt</code>, then find <code>sha256sum sha256sum.txt</code> in the quote's report_data, or run <code>verifycli domain</code>.</p>
+<p>Check: download every file <code>sha256sum.txt</code> lists (<code>while read -r sum name; do curl -fsS -o "$name" "https://DOMAIN/evidences/$name"; done &lt; sha256sum.txt</code>), run <code>sha256sum -c sha256sum.txt</code>, then find <code>sha256sum sha256sum.txt</code> in the quote's report_data; or run <code>verifycli domain https://DOMAIN</code>.</p>
 <table>
 <tr><th>file</th><th>size</th><th>sha256</th></tr>
 {{range .Files}}<tr><td><a href="{{.URL}}">{{.Name}}</a></td><td>{{.Size}}</td><td><code>{{.SHA256}}</code></td></tr>
