@@ -104,6 +104,9 @@ func TestLayoutsInTheField(t *testing.T) {
 			if got := pb.Layout(); got != tc.layout {
 				t.Errorf("layout %q, want %q", got, tc.layout)
 			}
+			if c := checkByName(t, cs, CheckQuoteSignature); c.Got != GotNonIntelRoot || !strings.Contains(c.Detail, "not a TEE") {
+				t.Errorf("a simulator quote's signature check does not say it is not Intel's: %+v", c)
+			}
 			if pb.AccountURI() != "https://acme.example/acme/acct/12345" {
 				t.Errorf("account URI %q", pb.AccountURI())
 			}

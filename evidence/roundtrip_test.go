@@ -68,9 +68,10 @@ func TestRoundTripThroughSimulator(t *testing.T) {
 			if Failed(cs, false) {
 				t.Fatalf("round trip fails: %v%s", failedNames(cs), dumpChecks(cs))
 			}
-			for _, n := range []string{CheckQuoteSignature, CheckReportData, CheckRTMR + "3", CheckAppID, CheckComposeHash, CheckInstanceID, CheckFilesListed} {
+			for _, n := range []string{CheckQuoteSignature, CheckReportData, CheckRTMR + "3", CheckAppID, CheckComposeHash, CheckFilesListed} {
 				wantStatus(t, cs, n, Pass)
 			}
+			wantStatus(t, cs, CheckInstanceID, Info) // reported, nothing to compare it with
 			if got := checkByName(t, cs, CheckInstanceID).Got; got != hex.EncodeToString(s.InstanceID()) {
 				t.Errorf("instance id %s, want %x", got, s.InstanceID())
 			}

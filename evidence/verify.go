@@ -26,7 +26,15 @@ const (
 	Warn Status = "warn"
 	// Skip: the check was not performed (no expected value, or an earlier check failed).
 	Skip Status = "skip"
+	// Info: a value reported, with nothing to compare it to; neither a
+	// proof nor a problem, and --strict does not count it.
+	Info Status = "info"
 )
+
+// GotNonIntelRoot starts the Got of a passing quote.signature check when the
+// chain ends at an extra root (--tdx-root: a simulator, a test CA), not at
+// Intel's: a valid signature, but not a TEE's.
+const GotNonIntelRoot = "valid under a root other than Intel's"
 
 // Check is one verification step, for a numbered checklist or a JSON report.
 type Check struct {
@@ -211,14 +219,27 @@ func signatureCheck(tq *TDQuote, opts VerifyOptions) Check {
 		c.Hint = "the quote was not produced by a genuine TDX module under a trusted root, or it was altered"
 		return c
 	}
-	c.Status, c.Got = Pass, "valid"
+	c.Status, c.Got = Pass, "valid under Intel's root"
 	c.Detail = "signed through a PCK chain to " + roots
+	if opts.TrustedRootsPEM != nil && !underIntel(tq, vo) {
+		c.Got = GotNonIntelRoot
+		c.Detail = "signed through a PCK chain to an extra root (" + strings.TrimPrefix(roots, "Intel SGX Root CA, ") + "), not Intel's: this is not a TEE"
+	}
 	if opts.Collateral {
 		c.Detail += "; collateral and revocation checked"
 	} else {
 		c.Detail += "; TCB status not checked (offline)"
 	}
 	return c
+}
+
+// underIntel: the quote also verifies with Intel's root alone.
+func underIntel(tq *TDQuote, vo *verify.Options) bool {
+	pool := x509.NewCertPool()
+	pool.AddCert(IntelRootCA())
+	o := *vo
+	o.TrustedRoots = pool
+	return verifyTdxQuote(tq, &o) == nil
 }
 
 // reportDataCheck compares the signed report_data with want.
@@ -329,7 +350,7 @@ func identityChecks(id Identity, trusted bool, why string, opts VerifyOptions) [
 		case it.got == "":
 			c.Status, c.Detail = Skip, it.label+" not measured by this agent"
 		default:
-			c.Status, c.Detail = Pass, it.label+" measured in RTMR3 (not compared with an expected value)"
+			c.Status, c.Detail = Info, it.label+" measured in RTMR3, not compared with an expected value"
 		}
 		cs = append(cs, c)
 	}

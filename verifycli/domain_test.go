@@ -21,14 +21,17 @@ func TestDomainEndToEnd(t *testing.T) {
 		t.Fatalf("exit %d, want 0:\n%s", r.code, r.dump())
 	}
 	// The simulator measures no os-image-hash (no KMS measures it): those
-	// two checks are skipped, and nothing else is anything but pass.
+	// two checks are skipped; instance id and key provider are reported
+	// (info: nothing to compare them with); everything else passes.
 	var notPass []string
 	for _, c := range r.report.Checks {
 		if c.Status != report.StatusPass {
 			notPass = append(notPass, c.Status+" "+c.Name)
 		}
 	}
-	if want := []string{"skip identity.os_image_hash", "skip live.identity.os_image_hash"}; !slices.Equal(notPass, want) || r.report.Result != report.ResultPass {
+	want := []string{"info identity.instance_id", "info identity.key_provider", "skip identity.os_image_hash",
+		"info live.identity.instance_id", "info live.identity.key_provider", "skip live.identity.os_image_hash"}
+	if !slices.Equal(notPass, want) || r.report.Result != report.ResultPass {
 		t.Fatalf("result %s, checks not passing %q, want only %q:\n%s", r.report.Result, notPass, want, r.dump())
 	}
 	for _, name := range []string{checkTLSConnect, checkTLSChain, checkTLSLeafBundle, evidence.CheckFileHash + ":" + evidence.CertFileName(testDomain),
@@ -68,20 +71,26 @@ func TestDomainEndToEnd(t *testing.T) {
 
 	// The same run, for people: a numbered checklist, no colour (not a terminal).
 	text := runCLI(t, slices.DeleteFunc(w.args(), func(s string) bool { return s == "--json" })...)
-	if text.code != 0 || !strings.HasPrefix(text.stdout, "verifycli domain https://app.example.test (connecting to ") || !strings.Contains(text.stdout, " 1. PASS  tls.connect: ") || !strings.Contains(text.stdout, "result: PASS") || strings.Contains(text.stdout, "\x1b[") {
+	if text.code != 0 || !strings.HasPrefix(text.stdout, "verifycli domain https://app.example.test (connecting to ") || !strings.Contains(text.stdout, " 1. PASS  tls.connect: ") ||
+		!strings.Contains(text.stdout, "result: PASS under a TEST/simulator root: not a TEE (") || strings.Contains(text.stdout, "\x1b[") {
 		t.Fatalf("checklist (exit %d):\n%s", text.code, text.stdout)
 	}
 }
 
 // TestDomainStrict: --strict makes the skipped os-image-hash checks fail
-// the run, and the report says so.
+// the run, and the report says so; without an expected identity it also
+// fails identity.compared, and with one that check is absent.
 func TestDomainStrict(t *testing.T) {
 	w := newWorld(t)
-	r := runCLI(t, w.args("--strict")...)
+	r := runCLI(t, w.args("--strict", "--app-id", hexOf(w.sim.AppID()))...)
 	if r.code != 1 || r.report.Result != report.ResultFail || !r.report.Strict || r.report.Summary.Fail != 0 || r.report.Summary.Skip != 2 {
 		t.Fatalf("exit %d, result %s, summary %+v; want exit 1, fail, strict, 2 skipped, 0 failed:\n%s", r.code, r.report.Result, r.report.Summary, r.dump())
 	}
-	text := runCLI(t, slices.DeleteFunc(w.args("--strict"), func(s string) bool { return s == "--json" })...)
+	r = runCLI(t, w.args("--strict")...)
+	if c := r.check(t, checkIdentityCompared); c.Status != report.StatusFail || !strings.Contains(c.Hint, "--app-id") || r.report.Summary.Fail != 1 {
+		t.Fatalf("--strict without an expected identity: %+v, summary %+v", c, r.report.Summary)
+	}
+	text := runCLI(t, slices.DeleteFunc(w.args("--strict", "--app-id", hexOf(w.sim.AppID())), func(s string) bool { return s == "--json" })...)
 	if text.code != 1 || !strings.Contains(text.stdout, "result: FAIL (") || !strings.Contains(text.stdout, "--strict counts warnings and skips as failures") {
 		t.Fatalf("exit %d, checklist:\n%s", text.code, text.stdout)
 	}

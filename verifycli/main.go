@@ -135,9 +135,17 @@ var commonFlags = map[string]bool{"json": true, "strict": true, "timeout": true,
 
 // run is main without the process: it returns the exit status.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, color bool) int {
+	if text, err, ok := helpRequest(args); ok {
+		if err != nil {
+			printError(stderr, err)
+			return exitError
+		}
+		io.WriteString(stdout, text)
+		return exitOK
+	}
 	o, cmd, arg, err := parseArgs(args)
 	if errors.Is(err, flag.ErrHelp) {
-		io.WriteString(stdout, usageText)
+		io.WriteString(stdout, helpText(args))
 		return exitOK
 	}
 	if err == nil {
@@ -152,6 +160,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err != nil {
 		printError(stderr, err)
 		return exitError
+	}
+	if o.strict {
+		res.checks = append(res.checks, strictIdentity(res.checks)...)
 	}
 	r := report.New(cmd, arg, o.now, o.strict, res.checks)
 	r.Connect, r.Identity, r.Certificate, r.AccountURI, r.Nonce = o.connect, res.identity, res.certificate, res.accountURI, res.nonce
@@ -172,6 +183,53 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitFail
 	}
 	return exitOK
+}
+
+// strictIdentity is --strict's demand that the quote be compared with an
+// expected identity: a quote that verifies proves some app runs in some
+// TEE, not which. Nothing when the run has no identity checks.
+func strictIdentity(cs []evidence.Check) []evidence.Check {
+	seen := false
+	for _, c := range cs {
+		if strings.HasPrefix(c.Name, "identity.") || strings.Contains(c.Name, ".identity.") {
+			seen = true
+			if c.Status == evidence.Pass {
+				return nil
+			}
+		}
+	}
+	if !seen {
+		return nil
+	}
+	return []evidence.Check{{Name: checkIdentityCompared, Status: evidence.Fail,
+		Detail: "--strict: no identity value was compared with an expected one",
+		Hint:   "give --app-id, --compose-hash or --compose with what this deployment must run"}}
+}
+
+// helpRequest answers `verifycli help [COMMAND]`; ok is false for any
+// other command line.
+func helpRequest(args []string) (text string, err error, ok bool) {
+	if len(args) == 0 || args[0] != "help" {
+		return "", nil, false
+	}
+	switch {
+	case len(args) == 1:
+		return usage(), nil, true
+	case len(args) == 2 && commands[args[1]].run != nil:
+		return commandUsage(args[1]), nil, true
+	}
+	return "", usageErr("run verifycli help for the commands", "help takes one command name, one of %s; got %s",
+		strings.Join(commandNames, ", "), strings.Join(args[1:], " ")), true
+}
+
+// helpText is -h's answer: the help of the command on the line, if any.
+func helpText(args []string) string {
+	for _, a := range args {
+		if commands[a].run != nil {
+			return commandUsage(a)
+		}
+	}
+	return usage()
 }
 
 func printError(w io.Writer, err error) {

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/tee-ingress/tee-ingress/evidence"
 	"github.com/tee-ingress/tee-ingress/verifycli/report"
 )
 
@@ -16,6 +17,7 @@ var statusColor = map[string]string{
 	report.StatusFail: "\x1b[1;31m",
 	report.StatusWarn: "\x1b[33m",
 	report.StatusSkip: "\x1b[2m",
+	report.StatusInfo: "\x1b[2m",
 }
 
 const colorReset = "\x1b[0m"
@@ -87,7 +89,10 @@ func writeText(w io.Writer, r *report.Report, color bool) error {
 	if color {
 		verdict = statusColor[r.Result] + verdict + colorReset
 	}
-	fmt.Fprintf(bw, "result: %s (%d passed, %d failed, %d warnings, %d skipped", verdict, s.Pass, s.Fail, s.Warn, s.Skip)
+	if testRoot(r) && r.Result == report.ResultPass {
+		verdict += " under a TEST/simulator root: not a TEE"
+	}
+	fmt.Fprintf(bw, "result: %s (%d passed, %d failed, %d warnings, %d skipped, %d info", verdict, s.Pass, s.Fail, s.Warn, s.Skip, s.Info)
 	if r.Strict && s.Fail == 0 && s.Warn+s.Skip > 0 {
 		fmt.Fprint(bw, "; --strict counts warnings and skips as failures")
 	}
@@ -103,6 +108,16 @@ func writeText(w io.Writer, r *report.Report, color bool) error {
 func notFresh(r *report.Report) bool {
 	for _, c := range r.Checks {
 		if c.Name == checkLiveQuote && c.Status != report.StatusPass {
+			return true
+		}
+	}
+	return false
+}
+
+// testRoot: a quote verified under an extra root (--tdx-root), not Intel's.
+func testRoot(r *report.Report) bool {
+	for _, c := range r.Checks {
+		if strings.HasSuffix(c.Name, evidence.CheckQuoteSignature) && c.Status == report.StatusPass && strings.HasPrefix(c.Got, evidence.GotNonIntelRoot) {
 			return true
 		}
 	}

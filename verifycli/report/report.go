@@ -60,6 +60,8 @@ type Summary struct {
 	Fail int `json:"fail"`
 	Warn int `json:"warn"`
 	Skip int `json:"skip"`
+	// Info counts values reported with nothing to compare them to.
+	Info int `json:"info"`
 }
 
 // Statuses of a check, as in package evidence.
@@ -68,6 +70,7 @@ const (
 	StatusFail = string(evidence.Fail)
 	StatusWarn = string(evidence.Warn) // nothing proven wrong, but an auditor should look
 	StatusSkip = string(evidence.Skip) // not performed; Detail says why
+	StatusInfo = string(evidence.Info) // a value reported, nothing compared
 )
 
 // Check is one numbered step of the checklist.
@@ -136,6 +139,8 @@ func New(command, target string, checkedAt time.Time, strict bool, checks []evid
 			r.Summary.Fail++
 		case evidence.Warn:
 			r.Summary.Warn++
+		case evidence.Info:
+			r.Summary.Info++
 		default:
 			r.Summary.Skip++
 		}

@@ -34,15 +34,16 @@ func TestFieldNames(t *testing.T) {
 	r.Connect, r.AccountURI, r.Nonce = "127.0.0.1:1", "https://ca.example/acct/1", "00"
 	r.Identity = &Identity{}
 	r.Certificate = &Certificate{DNSNames: []string{}}
+	r.Layout = "tee-ingress"
 	b, err := json.Marshal(r)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const want = `{"schema":1,"command":"domain","target":"https://x.example","connect":"127.0.0.1:1","checked_at":"1970-01-01T00:00:00Z","strict":false,"result":"fail",` +
-		`"summary":{"pass":0,"fail":1,"warn":0,"skip":0},"checks":[{"step":1,"name":"n","status":"fail","want":"w","got":"g","detail":"d","hint":"h"}],` +
+		`"summary":{"pass":0,"fail":1,"warn":0,"skip":0,"info":0},"checks":[{"step":1,"name":"n","status":"fail","want":"w","got":"g","detail":"d","hint":"h"}],` +
 		`"identity":{"app_id":"","compose_hash":"","instance_id":"","key_provider":"","os_image_hash":""},` +
 		`"certificate":{"sha256":"","spki_sha256":"","subject":"","issuer":"","dns_names":[],"serial":"","not_before":"0001-01-01T00:00:00Z","not_after":"0001-01-01T00:00:00Z"},` +
-		`"account_uri":"https://ca.example/acct/1","nonce":"00"}`
+		`"account_uri":"https://ca.example/acct/1","nonce":"00","layout":"tee-ingress"}`
 	if string(b) != want {
 		t.Errorf("JSON changed:\n got %s\nwant %s", b, want)
 	}
