@@ -14,14 +14,16 @@ import (
 )
 
 // FetchBundle downloads a bundle from an evidence URL such as
-// https://example.com/evidences/. The file names come from the JSON index
-// when the server has one, else from sha256sum.txt (dstack-ingress serves no
-// index), plus quote.json. Files are fetched by name under base, whatever
-// URLs the index names. With live set, quote.json is a fresh quote for that
-// nonce (quote.json?nonce=...) instead of the published one. A file
-// answering 404 is left out (VerifyBundle then reports it); any other
-// failure is an error. When the server names its bundle (BundleHeader) and a
-// new bundle was swapped in while fetching, it starts again, a few times.
+// https://example.com/evidences/: sha256sum.txt, every file it lists, and
+// quote.json (with live set, a fresh quote for that nonce,
+// quote.json?nonce=..., instead of the published one). Nothing else is
+// downloaded, so a hostile server cannot make the verifier hold more than
+// maxFetchBytes in all: a name the server's JSON index offers that
+// sha256sum.txt does not list is in the result with a nil value (not
+// downloaded; VerifyBundle reports it unlisted). A listed file answering 404
+// is left out (VerifyBundle then reports it); any other failure is an
+// error. When the server names its bundle (BundleHeader) and a new bundle
+// was swapped in while fetching, it starts again, a few times.
 func FetchBundle(ctx context.Context, c *http.Client, base string, live *[32]byte) (map[string][]byte, error) {
 	u, err := evidenceBase(base)
 	if err != nil {
@@ -41,21 +43,29 @@ func FetchBundle(ctx context.Context, c *http.Client, base string, live *[32]byt
 // bundles faster than all files could be fetched: retry later.
 var ErrBundleChanged = errors.New("the bundle changed while fetching it")
 
+// maxFetchBytes bounds what FetchBundle holds in all: a real bundle is tens
+// of KiB.
+const maxFetchBytes = 8 << 20
+
 // fetchOnce fetches every file once and reports whether all answers named
 // the same bundle (or none named one).
 func fetchOnce(ctx context.Context, c *http.Client, u string, live *[32]byte) (map[string][]byte, bool, error) {
 	ids := map[string]bool{}
-	names, err := fetchNames(ctx, c, u, ids)
+	budget := int64(maxFetchBytes)
+	names, offered, err := fetchNames(ctx, c, u, ids, &budget)
 	if err != nil {
 		return nil, false, err
 	}
 	files := map[string][]byte{}
+	for _, n := range offered {
+		files[n] = nil // offered, not listed: never downloaded
+	}
 	for _, n := range names {
 		target := u + url.PathEscape(n)
 		if n == QuoteFile && live != nil {
 			target += "?nonce=" + hex.EncodeToString(live[:])
 		}
-		b, status, id, err := get(ctx, c, target, "")
+		b, status, id, err := get(ctx, c, target, "", &budget)
 		if err != nil {
 			return nil, false, err
 		}
@@ -91,47 +101,63 @@ func evidenceBase(base string) (string, error) {
 	return s, nil
 }
 
-func fetchNames(ctx context.Context, c *http.Client, u string, ids map[string]bool) ([]string, error) {
-	b, status, id, err := get(ctx, c, u, "application/json")
+// fetchNames reads sha256sum.txt and returns what to download: it, quote.json
+// and every file it lists. offered are the names the server's JSON index has
+// besides those, for VerifyBundle to report.
+func fetchNames(ctx context.Context, c *http.Client, u string, ids map[string]bool, budget *int64) (names, offered []string, err error) {
+	b, status, id, err := get(ctx, c, u+SHA256SumFile, "", budget)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if id != "" {
 		ids[id] = true
 	}
-	var idx Index
-	if status == http.StatusOK && json.Unmarshal(b, &idx) == nil && len(idx.Files) > 0 {
-		var names []string
-		for _, f := range idx.Files {
-			if !IsBundleFileName(f.Name) {
-				return nil, fmt.Errorf("fetching %s: index names %q, not a bundle file", u, truncate(f.Name))
-			}
-			names = append(names, f.Name)
-		}
-		return names, nil
-	}
-	b, status, _, err = get(ctx, c, u+SHA256SumFile, "")
-	if err != nil {
-		return nil, err
-	}
 	if status != http.StatusOK {
-		return nil, fmt.Errorf("fetching %s%s: HTTP status %d", u, SHA256SumFile, status)
+		return nil, nil, fmt.Errorf("fetching %s%s: HTTP status %d", u, SHA256SumFile, status)
 	}
-	names := []string{SHA256SumFile, QuoteFile}
+	names = []string{SHA256SumFile, QuoteFile}
+	listed := map[string]bool{SHA256SumFile: true, QuoteFile: true}
 	lines, err := ParseSHA256Sum(b)
 	if err != nil {
 		// Verification names the problem; still fetch what a bundle has.
-		return append(names, AccountFile, CertFile, HistoryFile), nil
+		lines = []SumLine{{Name: AccountFile}, {Name: CertFile}, {Name: HistoryFile}}
 	}
 	for _, l := range lines {
-		names = append(names, l.Name)
+		if !listed[l.Name] {
+			listed[l.Name] = true
+			names = append(names, l.Name)
+		}
 	}
-	return names, nil
+	ib, status, iid, err := get(ctx, c, u, "application/json", budget)
+	if err != nil {
+		return nil, nil, err
+	}
+	if iid != "" {
+		ids[iid] = true // an index of a newer bundle is a reason to fetch again
+	}
+	var idx Index
+	if status == http.StatusOK && json.Unmarshal(ib, &idx) == nil {
+		if len(idx.Files) > maxBundleFiles {
+			return nil, nil, fmt.Errorf("fetching %s: the index lists %d files, at most %d accepted", u, len(idx.Files), maxBundleFiles)
+		}
+		for _, f := range idx.Files {
+			if !IsBundleFileName(f.Name) {
+				return nil, nil, fmt.Errorf("fetching %s: index names %q, not a bundle file", u, truncate(f.Name))
+			}
+			if !listed[f.Name] {
+				listed[f.Name] = true
+				offered = append(offered, f.Name)
+			}
+		}
+	}
+	return names, offered, nil
 }
 
-// get fetches one URL, at most maxBundleFileSize bytes, and returns the
-// body, the status and the BundleHeader value.
-func get(ctx context.Context, c *http.Client, u, accept string) ([]byte, int, string, error) {
+// get fetches one URL, at most maxBundleFileSize bytes and at most what is
+// left of budget, which it debits, and returns the body, the status and the
+// BundleHeader value. A declared length over the limit is refused before
+// the body is read.
+func get(ctx context.Context, c *http.Client, u, accept string, budget *int64) ([]byte, int, string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, 0, "", fmt.Errorf("fetching %s: %w", u, err)
@@ -144,13 +170,18 @@ func get(ctx context.Context, c *http.Client, u, accept string) ([]byte, int, st
 		return nil, 0, "", fmt.Errorf("fetching %s: %w", u, err)
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBundleFileSize+1))
+	limit := min(int64(maxBundleFileSize), *budget)
+	if resp.ContentLength > limit {
+		return nil, 0, "", fmt.Errorf("fetching %s: %d bytes announced, over the %d a bundle file may have", u, resp.ContentLength, limit)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, 0, "", fmt.Errorf("fetching %s: %w", u, err)
 	}
-	if len(b) > maxBundleFileSize {
-		return nil, 0, "", fmt.Errorf("fetching %s: over %d bytes", u, maxBundleFileSize)
+	if int64(len(b)) > limit {
+		return nil, 0, "", fmt.Errorf("fetching %s: over %d bytes (%d at most per file, %d in all)", u, limit, maxBundleFileSize, maxFetchBytes)
 	}
+	*budget -= int64(len(b))
 	if accept != "" && resp.StatusCode == http.StatusOK {
 		if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != accept {
 			return nil, http.StatusNotAcceptable, "", nil

@@ -25,6 +25,8 @@ const (
 // its own so that one broken file fails its checks without hiding the others.
 type ParsedBundle struct {
 	// Files holds every file by name, sha256sum.txt and quote.json included.
+	// A nil value is a name a server offered but sha256sum.txt does not
+	// list, which FetchBundle does not download.
 	Files map[string][]byte
 
 	Sums    []SumLine // sha256sum.txt
@@ -68,10 +70,10 @@ const (
 // Layout names which of the layouts the bundle's certificate files and
 // history follow.
 func (b *ParsedBundle) Layout() string {
-	_, hasCert := b.Files[CertFile]
+	hasCert := b.Files[CertFile] != nil
 	perDomain := false
-	for name := range b.Files {
-		if _, ok := certFileDomain(name); ok {
+	for name, f := range b.Files {
+		if _, ok := certFileDomain(name); ok && f != nil {
 			perDomain = true
 			break
 		}
@@ -130,8 +132,8 @@ func ParseBundle(files map[string][]byte) (*ParsedBundle, error) {
 		b.HistoryErr = missing(HistoryFile)
 	}
 	for name, f := range files {
-		if _, isCert := certFileDomain(name); !isCert && name != CertFile {
-			continue
+		if _, isCert := certFileDomain(name); f == nil || !isCert && name != CertFile {
+			continue // nil: offered by a server, not listed, not downloaded
 		}
 		chain, err := ParseChainPEM(f)
 		if err != nil {
@@ -379,8 +381,8 @@ func noPrivateKeyCheck(files map[string][]byte) Check {
 // cert-<domain>.pem leaf covers its domain; cert.pem is one of them.
 func certChecks(b *ParsedBundle) []Check {
 	var names []string
-	for name := range b.Files {
-		if _, ok := certFileDomain(name); ok || name == CertFile {
+	for name, f := range b.Files {
+		if _, ok := certFileDomain(name); f != nil && (ok || name == CertFile) {
 			names = append(names, name)
 		}
 	}

@@ -23,6 +23,7 @@ const (
 const (
 	checkTLSConnect       = "tls.connect"        // the handshake; Got is the served leaf's SHA-256
 	checkTLSChain         = "tls.chain"          // the served chain is valid for the name (WebPKI + --ca-file)
+	checkTLSPinned        = "tls.pinned"         // every connection presented the first one's certificate
 	checkTLSLeafBundle    = "tls.leaf_in_bundle" // the served leaf is the bundle's certificate for the name
 	checkLiveQuote        = "live.quote"         // a live quote was offered for the nonce
 	checkCAA              = "dns.caa"            // the CAA set pins the account and methods

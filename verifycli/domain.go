@@ -50,6 +50,9 @@ func runDomain(ctx context.Context, o *options, arg string) (*result, error) {
 	}
 	for attempt := 1; ; attempt++ {
 		files, err = evidence.FetchBundle(ctx, t.client, t.url(evidence.Prefix+"/"), nil)
+		if errors.Is(err, errPinChanged) {
+			return pinChanged(t, err), nil
+		}
 		if err != nil {
 			return nil, fetchError(err, t)
 		}
@@ -58,7 +61,9 @@ func runDomain(ctx context.Context, o *options, arg string) (*result, error) {
 			h := sha256.Sum256(s)
 			sumsID = hex.EncodeToString(h[:])
 		}
-		if live, err = fetchLiveQuote(ctx, t, nonce); err != nil {
+		if live, err = fetchLiveQuote(ctx, t, nonce); errors.Is(err, errPinChanged) {
+			return pinChanged(t, err), nil
+		} else if err != nil {
 			return nil, err
 		}
 		// A live quote vouches for the bundle in force when it was made; if

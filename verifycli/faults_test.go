@@ -85,7 +85,9 @@ func TestNetworkFaults(t *testing.T) {
 			return false
 		})
 		r := runCLI(t, w.args()...)
-		wantError(t, r, "the server presented a different certificate on a new connection", "hint: several servers with different certificates")
+		if c := r.check(t, checkTLSPinned); r.code != 1 || c.Status != "fail" || !strings.Contains(c.Detail, "different certificate") || !strings.Contains(c.Hint, "interception") {
+			t.Fatalf("exit %d, tls.pinned %+v; want exit 1 and the check failed:\n%s", r.code, c, r.dump())
+		}
 	})
 	t.Run("CT API down", func(t *testing.T) {
 		w := newWorld(t)

@@ -30,8 +30,9 @@ const (
 
 // Defaults of the flags.
 const (
-	defaultTimeout = 30 * time.Second
-	defaultCTURL   = "https://crt.sh/"
+	defaultTimeout  = 30 * time.Second
+	defaultDeadline = time.Minute
+	defaultCTURL    = "https://crt.sh/"
 )
 
 func main() {
@@ -70,7 +71,7 @@ func usageErr(hint, format string, args ...any) error {
 // options are the parsed flags.
 type options struct {
 	json, strict, collateral bool
-	timeout                  time.Duration
+	timeout, deadline        time.Duration
 	connect                  string
 	tdxRootFile, caFile      string
 	resolver                 string
@@ -130,7 +131,7 @@ var commands = map[string]struct {
 }
 
 // commonFlags apply to every command.
-var commonFlags = map[string]bool{"json": true, "strict": true, "timeout": true, "tdx-root": true, "app-id": true,
+var commonFlags = map[string]bool{"json": true, "strict": true, "timeout": true, "deadline": true, "tdx-root": true, "app-id": true,
 	"compose-hash": true, "compose": true, "collateral": true, "help": true, "h": true}
 
 // run is main without the process: it returns the exit status.
@@ -155,7 +156,15 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	var res *result
 	if err == nil {
-		res, err = commands[cmd].run(ctx, o, arg)
+		// One deadline for the whole run: the server decides how many
+		// steps there are, --timeout bounds only each.
+		dctx, cancel := context.WithTimeout(ctx, o.deadline)
+		res, err = commands[cmd].run(dctx, o, arg)
+		if err != nil && errors.Is(dctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+			err = &cliError{err: fmt.Errorf("the run took longer than --deadline %s (%w)", o.deadline, err),
+				hint: "the server answers too slowly or without end; raise --deadline if it is only slow"}
+		}
+		cancel()
 	}
 	if err != nil {
 		printError(stderr, err)
@@ -254,6 +263,7 @@ func parseArgs(args []string) (*options, string, string, error) {
 	fs.BoolVar(&o.strict, "strict", false, "")
 	fs.BoolVar(&o.collateral, "collateral", false, "")
 	fs.DurationVar(&o.timeout, "timeout", defaultTimeout, "")
+	fs.DurationVar(&o.deadline, "deadline", defaultDeadline, "")
 	fs.StringVar(&o.connect, "connect", "", "")
 	fs.StringVar(&o.tdxRootFile, "tdx-root", "", "")
 	fs.StringVar(&o.caFile, "ca-file", "", "")
@@ -323,6 +333,9 @@ func parseArgs(args []string) (*options, string, string, error) {
 		}
 	}
 
+	if o.deadline <= 0 {
+		return nil, "", "", usageErr("give a positive duration such as 1m or 5m", "--deadline %s must be positive", o.deadline)
+	}
 	if o.timeout <= 0 {
 		return nil, "", "", usageErr("give a positive duration such as 30s or 2m", "--timeout %s must be positive", o.timeout)
 	}

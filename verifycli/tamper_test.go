@@ -226,7 +226,7 @@ func TestDomainTampering(t *testing.T) {
 				return false
 			})
 			return nil
-		}, []string{evidence.CheckFilesListed, evidence.CheckHistory}, ""},
+		}, []string{evidence.CheckFilesListed}, "not listed in sha256sum.txt: " + evidence.CertFileName("extra.example.test")},
 	}
 	if len(cases) < 15 {
 		t.Fatalf("only %d tampering cases", len(cases))
@@ -237,6 +237,9 @@ func TestDomainTampering(t *testing.T) {
 			extra := tc.setup(t, w)
 			r := runCLI(t, w.args(extra...)...)
 			want := slices.Sorted(slices.Values(tc.want))
+			if r.report == nil {
+				t.Fatalf("exit %d, no report:\n%s", r.code, r.dump())
+			}
 			if r.code != 1 || !slices.Equal(r.failed(), want) {
 				t.Fatalf("exit %d, failed %q; want exit 1, failed %q:\n%s", r.code, r.failed(), want, r.dump())
 			}

@@ -252,6 +252,15 @@ func certificateReport(leaf *x509.Certificate) *report.Certificate {
 	}
 }
 
+// pinChanged is the verdict when a later connection presented another
+// certificate: a failed check (exit 1), not a network error, because it may
+// be a relay or an interception, and a script must not just retry it.
+func pinChanged(t *target, err error) *result {
+	c := checkT{Name: checkTLSPinned, Status: fail, Want: "the certificate of the first connection", Detail: err.Error(),
+		Hint: "a relay or an interception between you and the deployment, or several instances with different certificates behind this name; pick one with --connect to tell which"}
+	return &result{checks: []checkT{t.tlsConnectCheck(), c}, certificate: certificateReport(t.leaf())}
+}
+
 // netError turns a transport failure into an exit-2 error with a hint
 // naming what to change.
 func netError(err error, what string, t *target) error {

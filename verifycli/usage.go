@@ -38,6 +38,7 @@ var flagDocs = []struct{ name, arg, help string }{
 	{"json", "", "print one JSON report (schema: package verifycli/report) instead of the checklist"},
 	{"strict", "", "count warn and skip as failures, and fail when no identity value was compared"},
 	{"timeout", "DURATION", "bound each network step (default 30s)"},
+	{"deadline", "DURATION", "bound the whole run, however many steps the server makes it take (default 1m)"},
 	{"connect", "HOST:PORT", "dial this address instead of the URL's host; TLS SNI and HTTP Host stay the URL's (like curl --resolve), for test servers and a single instance"},
 	{"tdx-root", "FILE", "also trust this TDX root CA (PEM), such as the dstack simulator's"},
 	{"ca-file", "FILE", "also trust these WebPKI roots (PEM) for the served certificate chain"},
