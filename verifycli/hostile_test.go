@@ -130,4 +130,3 @@ func TestHostileServer(t *testing.T) {
 		})
 	}
 }
-
