@@ -16,7 +16,7 @@ import (
 )
 
 // KeySource yields the ACME account key. The dstack KMS source
-// (evidence.KMSKeySource) derives it from the app's KMS key so that every
+// (agent.KMSKeySource) derives it from the app's KMS key so that every
 // instance of the app, and every redeploy, has the same account.
 type KeySource interface {
 	AccountKey(ctx context.Context) (crypto.Signer, error)

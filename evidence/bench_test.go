@@ -2,26 +2,18 @@ package evidence
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 )
 
 // BenchmarkBuildBundle: validate inputs, hash, and get a signed quote from
-// the simulator over its unix socket through the guest-agent client.
+// the simulator in-process (the guest-agent client's own cost is in
+// package agent's benchmarks and tests).
 func BenchmarkBuildBundle(b *testing.B) {
-	s := newSim(b, true)
-	sock := filepath.Join(b.TempDir(), "dstack.sock")
-	if err := s.Serve(sock); err != nil {
-		b.Fatal(err)
-	}
-	agent, err := NewAgent(AgentOptions{Endpoint: sock})
-	if err != nil {
-		b.Fatal(err)
-	}
+	q := simQuoter{newSim(b, true)}
 	in := testInput(b, newTestPKI(b))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := BuildBundle(context.Background(), agent, in); err != nil {
+		if _, err := BuildBundle(context.Background(), q, in); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -13,17 +13,17 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 )
 
-// The whole path: simulator on a unix socket, the guest-agent client, the
-// publisher writing EVIDENCE_DIR, the handler on a real HTTP server, the
-// fetcher, and verification under the simulator's root. Under Intel's root
-// alone exactly the signature check fails.
+// The whole path: the simulator's quotes, the publisher writing
+// EVIDENCE_DIR, the handler on a real HTTP server, the fetcher, and
+// verification under the simulator's root. Under Intel's root alone exactly
+// the signature check fails. (The guest-agent client over the unix socket
+// is package agent's; cmd/ingress's end-to-end tests run all of it.)
 func TestRoundTripThroughSimulator(t *testing.T) {
 	for _, stripped := range []bool{false, true} {
 		name := "full-log"
@@ -32,14 +32,7 @@ func TestRoundTripThroughSimulator(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			s := newSim(t, stripped)
-			sock := filepath.Join(t.TempDir(), "dstack.sock")
-			if err := s.Serve(sock); err != nil {
-				t.Fatal(err)
-			}
-			agent, err := NewAgent(AgentOptions{Endpoint: sock})
-			if err != nil {
-				t.Fatal(err)
-			}
+			agent := simQuoter{s}
 			dir := t.TempDir()
 			p := newPublisher(t, agent, dir)
 			if _, err := p.Publish(context.Background(), testInput(t, newTestPKI(t))); err != nil {

@@ -40,8 +40,8 @@ var intelRoot = sync.OnceValue(func() *x509.Certificate {
 // anchor for quotes. The certificate is shared: do not modify it.
 func IntelRootCA() *x509.Certificate { return intelRoot() }
 
-// maxQuoteJSONBytes bounds quote.json: a real one is about 20 KB.
-const maxQuoteJSONBytes = 1 << 20
+// MaxQuoteJSONBytes bounds quote.json: a real one is about 20 KB.
+const MaxQuoteJSONBytes = 1 << 20
 
 // quoteJSON is the wire form of a GetQuote response (quote.json).
 type quoteJSON struct {
@@ -58,8 +58,8 @@ type quoteJSON struct {
 // log's content and the quote's layout are checked by ParseEventLog and
 // ParseTDQuote.
 func ParseQuoteJSON(b []byte) (*Quote, error) {
-	if len(b) > maxQuoteJSONBytes {
-		return nil, fmt.Errorf("parsing quote.json: %d bytes, at most %d accepted", len(b), maxQuoteJSONBytes)
+	if len(b) > MaxQuoteJSONBytes {
+		return nil, fmt.Errorf("parsing quote.json: %d bytes, at most %d accepted", len(b), MaxQuoteJSONBytes)
 	}
 	var w quoteJSON
 	dec := json.NewDecoder(bytes.NewReader(b))

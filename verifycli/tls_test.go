@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/tee-ingress/tee-ingress/evidence"
+	"github.com/tee-ingress/tee-ingress/evidence/agent"
 	"github.com/tee-ingress/tee-ingress/internal/agentsim"
 )
 
@@ -21,7 +22,7 @@ import (
 // certificate and evidence's /attestation handler over the simulator.
 type tlsWorld struct {
 	sim      *agentsim.Simulator
-	agent    *evidence.Agent
+	agent    *agent.Agent
 	cert     tls.Certificate
 	srv      *httptest.Server
 	rootFile string
@@ -38,7 +39,7 @@ func newTLSWorld(t *testing.T, attestedDER []byte) *tlsWorld {
 		t.Fatal(err)
 	}
 	var err error
-	if w.agent, err = evidence.NewAgent(evidence.AgentOptions{Endpoint: sock}); err != nil {
+	if w.agent, err = agent.New(agent.Options{Endpoint: sock}); err != nil {
 		t.Fatal(err)
 	}
 	if attestedDER == nil {

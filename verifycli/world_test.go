@@ -21,6 +21,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/tee-ingress/tee-ingress/evidence"
+	"github.com/tee-ingress/tee-ingress/evidence/agent"
 	"github.com/tee-ingress/tee-ingress/internal/agentsim"
 	"github.com/tee-ingress/tee-ingress/internal/dnsserver"
 )
@@ -55,14 +56,14 @@ type tamperFunc func(w http.ResponseWriter, r *http.Request) bool
 
 // world is a tee-ingress deployment of testDomain on loopback, built from the
 // real parts: the guest-agent simulator on a unix socket behind
-// evidence.Agent, an evidence.Publisher and Handler behind a TLS server with
+// agent.Agent, an evidence.Publisher and Handler behind a TLS server with
 // a certificate of a test CA, an authoritative DNS server holding the CAA
 // record, and a crt.sh-compatible CT API.
 type world struct {
 	t       *testing.T
 	dir     string
 	sim     *agentsim.Simulator
-	agent   *evidence.Agent
+	agent   *agent.Agent
 	ca      *testCA
 	cert    issued // served, and in the bundle
 	old     issued // expired, in the history
@@ -89,7 +90,7 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	var err error
-	if w.agent, err = evidence.NewAgent(evidence.AgentOptions{Endpoint: sock}); err != nil {
+	if w.agent, err = agent.New(agent.Options{Endpoint: sock}); err != nil {
 		t.Fatal(err)
 	}
 	w.cert = w.ca.issue(t, nil, now.Add(-time.Hour), now.Add(60*24*time.Hour), testDomain)

@@ -26,6 +26,7 @@ import (
 	"github.com/tee-ingress/tee-ingress/acme"
 	"github.com/tee-ingress/tee-ingress/dnscaa"
 	"github.com/tee-ingress/tee-ingress/evidence"
+	"github.com/tee-ingress/tee-ingress/evidence/agent"
 	"github.com/tee-ingress/tee-ingress/internal/dirlock"
 	"github.com/tee-ingress/tee-ingress/proxy"
 )
@@ -88,8 +89,8 @@ type daemon struct {
 	statusKick      chan struct{} // wakes refreshStatus; buffered, coalescing
 
 	mu            sync.Mutex
-	agent         *evidence.Agent
-	info          *evidence.AppInfo
+	agent         *agent.Agent
+	info          *agent.AppInfo
 	publisher     *evidence.Publisher
 	account       []byte
 	accountURI    string
@@ -328,7 +329,7 @@ func (d *daemon) prepare() error {
 	}
 
 	// CERT_SOURCE=acme.
-	if a, err := evidence.NewAgent(evidence.AgentOptions{SimulatorEndpoint: cfg.SimulatorEndpoint, Logger: d.log.With("component", "agent")}); err == nil {
+	if a, err := agent.New(agent.Options{SimulatorEndpoint: cfg.SimulatorEndpoint, Logger: d.log.With("component", "agent")}); err == nil {
 		d.agent = a
 	}
 	if cfg.DNS != nil {
@@ -436,12 +437,12 @@ func (l *lockedPinner) PinCAA(ctx context.Context, domains []string, issuer, acc
 	return l.p.PinCAA(ctx, domains, issuer, accountURI, method)
 }
 
-// kmsKeys is evidence.KMSKeySource over an agent that may be found after
+// kmsKeys is agent.KMSKeySource over an agent that may be found after
 // start.
 type kmsKeys struct {
 	d   *daemon
 	mu  sync.Mutex
-	src *evidence.KMSKeySource
+	src *agent.KMSKeySource
 }
 
 var _ acme.KeySource = (*kmsKeys)(nil)
@@ -454,12 +455,12 @@ func (k *kmsKeys) AccountKey(ctx context.Context) (crypto.Signer, error) {
 		if a == nil {
 			return nil, errors.New("ACME_ACCOUNT_KEY=kms: no dstack guest agent found yet (mount /var/run/dstack.sock)")
 		}
-		k.src = evidence.NewKMSKeySource(a)
+		k.src = agent.NewKMSKeySource(a)
 	}
 	return k.src.AccountKey(ctx)
 }
 
-func (d *daemon) getAgent() *evidence.Agent {
+func (d *daemon) getAgent() *agent.Agent {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.agent
@@ -577,11 +578,11 @@ func (d *daemon) refreshStatus(ctx context.Context) {
 }
 
 // findAgent resolves the guest agent (again, if it was absent at start).
-func (d *daemon) findAgent() (*evidence.Agent, error) {
+func (d *daemon) findAgent() (*agent.Agent, error) {
 	if a := d.getAgent(); a != nil {
 		return a, nil
 	}
-	a, err := evidence.NewAgent(evidence.AgentOptions{SimulatorEndpoint: d.cfg.SimulatorEndpoint, Logger: d.log.With("component", "agent")})
+	a, err := agent.New(agent.Options{SimulatorEndpoint: d.cfg.SimulatorEndpoint, Logger: d.log.With("component", "agent")})
 	if err != nil {
 		return nil, err
 	}
@@ -598,7 +599,7 @@ func (d *daemon) identify(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var info *evidence.AppInfo
+	var info *agent.AppInfo
 	if a.Legacy() {
 		d.log.Warn("only the legacy tappd socket was found: quotes work, but the app identity (app_id) is unknown, so the gateway routing TXT record cannot be written; mount /var/run/dstack.sock", "endpoint", a.Endpoint())
 	} else {
@@ -626,7 +627,7 @@ func (d *daemon) identify(ctx context.Context) error {
 	return nil
 }
 
-func (d *daemon) warnSimulator(a *evidence.Agent) {
+func (d *daemon) warnSimulator(a *agent.Agent) {
 	if a.IsSimulator() {
 		d.log.Warn("NOT A TEE: quotes come from the dstack simulator (DSTACK_SIMULATOR_ENDPOINT); the evidence proves nothing", "endpoint", a.Endpoint())
 	}

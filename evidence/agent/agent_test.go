@@ -1,4 +1,4 @@
-package evidence
+package agent
 
 import (
 	"bytes"
@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-tdx-guest/abi"
 	"github.com/google/go-tdx-guest/verify"
 
+	"github.com/tee-ingress/tee-ingress/evidence"
 	"github.com/tee-ingress/tee-ingress/internal/agentsim"
 )
 
@@ -110,7 +111,7 @@ func TestAgentRoundTrip(t *testing.T) {
 		w.Write(body)
 	}))
 
-	a, err := NewAgent(AgentOptions{Endpoint: sock})
+	a, err := New(Options{Endpoint: sock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +183,7 @@ func TestAgentSimulatorEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The simulator endpoint wins over discovery, and is reported.
-	a, err := NewAgent(AgentOptions{SimulatorEndpoint: sock, SocketPaths: []string{"/nonexistent/dstack.sock"}})
+	a, err := New(Options{SimulatorEndpoint: sock, SocketPaths: []string{"/nonexistent/dstack.sock"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +194,7 @@ func TestAgentSimulatorEndpoint(t *testing.T) {
 		t.Error(err)
 	}
 	// An explicit endpoint wins over the simulator's.
-	b, err := NewAgent(AgentOptions{Endpoint: sock, SimulatorEndpoint: "/elsewhere.sock"})
+	b, err := New(Options{Endpoint: sock, SimulatorEndpoint: "/elsewhere.sock"})
 	if err != nil || b.IsSimulator() || b.Endpoint() != sock {
 		t.Errorf("explicit endpoint: %v IsSimulator=%v Endpoint=%q", err, b.IsSimulator(), b.Endpoint())
 	}
@@ -201,7 +202,7 @@ func TestAgentSimulatorEndpoint(t *testing.T) {
 	// http:// endpoints, as the SDK allows (the simulator on loopback TCP).
 	hs := httptest.NewServer(s.Handler())
 	defer hs.Close()
-	h, err := NewAgent(AgentOptions{SimulatorEndpoint: hs.URL + "/"})
+	h, err := New(Options{SimulatorEndpoint: hs.URL + "/"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +228,7 @@ func TestAgentDiscovery(t *testing.T) {
 	if err := os.Mkdir(notSock, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	a, err := NewAgent(AgentOptions{SocketPaths: []string{filepath.Join(dir, "missing.sock"), notSock, sock}})
+	a, err := New(Options{SocketPaths: []string{filepath.Join(dir, "missing.sock"), notSock, sock}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +236,7 @@ func TestAgentDiscovery(t *testing.T) {
 		t.Errorf("discovered %q (simulator %v, legacy %v), want %q", a.Endpoint(), a.IsSimulator(), a.Legacy(), sock)
 	}
 
-	_, err = NewAgent(AgentOptions{SocketPaths: []string{notSock}, LegacySocket: filepath.Join(dir, "tappd.sock")})
+	_, err = New(Options{SocketPaths: []string{notSock}, LegacySocket: filepath.Join(dir, "tappd.sock")})
 	if err == nil {
 		t.Fatal("NewAgent without any socket succeeded")
 	}
@@ -253,7 +254,7 @@ func TestAgentLegacyTappdFallback(t *testing.T) {
 	if err := s.Serve(tappd); err != nil {
 		t.Fatal(err)
 	}
-	a, err := NewAgent(AgentOptions{SocketPaths: []string{filepath.Join(dir, "dstack.sock")}, LegacySocket: tappd})
+	a, err := New(Options{SocketPaths: []string{filepath.Join(dir, "dstack.sock")}, LegacySocket: tappd})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,11 +274,11 @@ func TestAgentLegacyTappdFallback(t *testing.T) {
 		t.Errorf("ReportData = %x, want it read from the quote", q.ReportData)
 	}
 	agentTestVerify(t, s, q.Quote)
-	if _, err := a.Info(ctx); !errors.Is(err, ErrLegacyAgent) {
-		t.Errorf("Info on tappd: err = %v, want ErrLegacyAgent", err)
+	if _, err := a.Info(ctx); !errors.Is(err, ErrLegacy) {
+		t.Errorf("Info on tappd: err = %v, want ErrLegacy", err)
 	}
-	if _, err := a.GetKey(ctx, KMSAccountKeyPath); !errors.Is(err, ErrLegacyAgent) {
-		t.Errorf("GetKey on tappd: err = %v, want ErrLegacyAgent", err)
+	if _, err := a.GetKey(ctx, KMSAccountKeyPath); !errors.Is(err, ErrLegacy) {
+		t.Errorf("GetKey on tappd: err = %v, want ErrLegacy", err)
 	}
 }
 
@@ -287,7 +288,7 @@ func agentTestBadAgent(t *testing.T, timeout time.Duration, h http.HandlerFunc) 
 	t.Helper()
 	sock := filepath.Join(agentTestDir(t), "bad.sock")
 	agentTestServe(t, sock, h)
-	a, err := NewAgent(AgentOptions{Endpoint: sock, Timeout: timeout})
+	a, err := New(Options{Endpoint: sock, Timeout: timeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +343,7 @@ func TestAgentBadQuoteResponses(t *testing.T) {
 		{"quote truncated", 200, edit(good, func(m map[string]any) { m["quote"] = m["quote"].(string)[:1000] }), "parsing TDX quote"},
 		{"not TDX v4", 200, edit(good, func(m map[string]any) { m["quote"] = "03" + m["quote"].(string)[2:] }), "only version 4"},
 		{"event_log missing", 200, edit(good, func(m map[string]any) { delete(m, "event_log") }), `field "event_log" missing`},
-		{"too large", 200, append(bytes.Repeat([]byte(" "), maxQuoteJSONBytes+10), good...), "bytes, at most"},
+		{"too large", 200, append(bytes.Repeat([]byte(" "), evidence.MaxQuoteJSONBytes+10), good...), "bytes, at most"},
 	} {
 		a := agentTestBadAgent(t, 0, func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(tc.status)

@@ -1,4 +1,4 @@
-package evidence
+package agent
 
 import (
 	"bytes"
@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/Dstack-TEE/dstack/sdk/go/dstack"
+
+	"github.com/tee-ingress/tee-ingress/evidence"
 )
 
 // agentSocketPaths are the guest-agent sockets dstack SDK v0.1.0 tries, in
@@ -31,18 +33,18 @@ var agentSocketPaths = []string{
 const (
 	// legacyTappdSocket is where dstack before 0.5 served the tappd API.
 	legacyTappdSocket = "/var/run/tappd.sock"
-	// defaultAgentTimeout bounds each call when AgentOptions.Timeout is
+	// defaultAgentTimeout bounds each call when Options.Timeout is
 	// zero. Quoting on real hardware takes a second or two.
 	defaultAgentTimeout = 30 * time.Second
 )
 
-// ErrLegacyAgent is returned by Agent.Info and Agent.GetKey when only the
+// ErrLegacy is returned by Agent.Info and Agent.GetKey when only the
 // legacy tappd socket was found: tee-ingress uses it for quotes only.
-var ErrLegacyAgent = errors.New("only the legacy tappd agent was found, and tee-ingress uses it for quotes only")
+var ErrLegacy = errors.New("only the legacy tappd agent was found, and tee-ingress uses it for quotes only")
 
-// AgentOptions says where the dstack guest agent is. The zero value finds it
+// Options says where the dstack guest agent is. The zero value finds it
 // the way the dstack SDK does, without reading the environment.
-type AgentOptions struct {
+type Options struct {
 	// Endpoint is the agent's address: a unix socket path, or an http:// or
 	// https:// URL. Zero: SimulatorEndpoint, else discovery.
 	Endpoint string
@@ -83,13 +85,13 @@ type Agent struct {
 	log       *slog.Logger
 }
 
-var _ Quoter = (*Agent)(nil)
+var _ evidence.Quoter = (*Agent)(nil)
 
 // NewAgent resolves the agent's endpoint: opts.Endpoint; else
 // opts.SimulatorEndpoint; else the first of opts.SocketPaths that is a
 // socket; else opts.LegacySocket, for quotes only. It does not contact the
 // agent.
-func NewAgent(opts AgentOptions) (*Agent, error) {
+func New(opts Options) (*Agent, error) {
 	a := &Agent{timeout: opts.Timeout, log: opts.Logger}
 	if a.timeout <= 0 {
 		a.timeout = defaultAgentTimeout
@@ -167,7 +169,7 @@ func isSocket(path string) bool {
 func (a *Agent) Endpoint() string { return a.endpoint }
 
 // IsSimulator reports whether the endpoint came from
-// AgentOptions.SimulatorEndpoint (DSTACK_SIMULATOR_ENDPOINT): quotes are then
+// Options.SimulatorEndpoint (DSTACK_SIMULATOR_ENDPOINT): quotes are then
 // not evidence of anything, and cmd/ingress should say so loudly.
 func (a *Agent) IsSimulator() bool { return a.simulator }
 
@@ -179,7 +181,7 @@ func (a *Agent) Legacy() bool { return a.legacy }
 // result (not an error body) for a TDX v4 quote whose report_data, and
 // report_data field, equal reportData. The legacy tappd answer has no
 // report_data field; ReportData is then read from the quote.
-func (a *Agent) Quote(ctx context.Context, reportData [64]byte) (*Quote, error) {
+func (a *Agent) Quote(ctx context.Context, reportData [64]byte) (*evidence.Quote, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.timeout)
 	defer cancel()
 	var req *http.Request
@@ -202,7 +204,7 @@ func (a *Agent) Quote(ctx context.Context, reportData [64]byte) (*Quote, error) 
 		return nil, fmt.Errorf("asking the guest agent at %s for a quote: %w", a.endpoint, err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxQuoteJSONBytes+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, evidence.MaxQuoteJSONBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading the guest agent's quote from %s: %w", a.endpoint, err)
 	}
@@ -218,18 +220,18 @@ func (a *Agent) Quote(ctx context.Context, reportData [64]byte) (*Quote, error) 
 
 // parseAgentQuote checks a GetQuote (or tappd RawQuote) response body for
 // reportData and returns it as a Quote with Raw = body.
-func parseAgentQuote(body []byte, reportData [64]byte, legacy bool) (*Quote, error) {
+func parseAgentQuote(body []byte, reportData [64]byte, legacy bool) (*evidence.Quote, error) {
 	var e struct {
 		Error *string `json:"error"`
 	}
 	if json.Unmarshal(body, &e) == nil && e.Error != nil {
 		return nil, fmt.Errorf("quote request failed: %s", agentSnippet(*e.Error))
 	}
-	q, err := ParseQuoteJSON(body)
+	q, err := evidence.ParseQuoteJSON(body)
 	if err != nil {
 		return nil, err
 	}
-	tq, err := ParseTDQuote(q.Quote)
+	tq, err := evidence.ParseTDQuote(q.Quote)
 	if err != nil {
 		return nil, err
 	}
@@ -297,7 +299,7 @@ type AppInfo struct {
 // Info returns the app's identity as the agent reports it.
 func (a *Agent) Info(ctx context.Context) (*AppInfo, error) {
 	if a.legacy {
-		return nil, fmt.Errorf("asking %s for Info: %w", a.endpoint, ErrLegacyAgent)
+		return nil, fmt.Errorf("asking %s for Info: %w", a.endpoint, ErrLegacy)
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.timeout)
 	defer cancel()
@@ -344,7 +346,7 @@ func (a *Agent) GetKey(ctx context.Context, path string) ([]byte, error) {
 		return nil, errors.New("getting a key from the guest agent: the key path is empty")
 	}
 	if a.legacy {
-		return nil, fmt.Errorf("getting key %q from %s: %w", path, a.endpoint, ErrLegacyAgent)
+		return nil, fmt.Errorf("getting key %q from %s: %w", path, a.endpoint, ErrLegacy)
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.timeout)
 	defer cancel()

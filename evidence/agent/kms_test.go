@@ -1,4 +1,4 @@
-package evidence
+package agent
 
 import (
 	"bytes"
@@ -103,7 +103,7 @@ func kmsTestAgent(t *testing.T, cfg agentsim.Config) (*agentsim.Simulator, *Agen
 	if err := s.Serve(sock); err != nil {
 		t.Fatal(err)
 	}
-	a, err := NewAgent(AgentOptions{Endpoint: sock})
+	a, err := New(Options{Endpoint: sock})
 	if err != nil {
 		t.Fatal(err)
 	}
