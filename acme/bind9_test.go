@@ -12,6 +12,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/tee-ingress/tee-ingress/dnscaa"
+	"github.com/tee-ingress/tee-ingress/dnsread"
 	"github.com/tee-ingress/tee-ingress/internal/acmeca"
 	"github.com/tee-ingress/tee-ingress/internal/bind9"
 )
@@ -52,7 +53,7 @@ func TestIssuanceThroughRFC2136(t *testing.T) {
 	if dp.Name() != "rfc2136" {
 		t.Fatalf("auto picked %q, want rfc2136", dp.Name())
 	}
-	resolver := &dnscaa.Resolver{Servers: []string{named.Addr}}
+	resolver := &dnsread.Resolver{Servers: []string{named.Addr}}
 	cp, err := dnscaa.NewChallengeProvider(dp, dnscaa.ChallengeOptions{Zone: "example.test", Resolver: resolver,
 		CheckServers: []string{named.Addr}, PropagationTimeout: 5 * time.Second, PollInterval: 20 * time.Millisecond})
 	if err != nil {
@@ -83,11 +84,11 @@ func TestIssuanceThroughRFC2136(t *testing.T) {
 	w.checkIssued(t, c, domains)
 
 	// The pin, read back from BIND over DNS, names the registered account.
-	set, err := dnscaa.LookupCAA(context.Background(), named.Addr, "*.example.test")
+	set, err := dnsread.LookupCAA(context.Background(), named.Addr, "*.example.test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if chk := dnscaa.CheckCAA(set, dnscaa.CAAPolicy{IssuerDomain: "pebble.letsencrypt.org", AccountURI: m.AccountURI(),
+	if chk := dnsread.CheckCAA(set, dnsread.CAAPolicy{IssuerDomain: "pebble.letsencrypt.org", AccountURI: m.AccountURI(),
 		ValidationMethods: []string{"dns-01"}}); !chk.OK() {
 		t.Fatalf("CAA in BIND does not pin the account: %+v", chk)
 	}

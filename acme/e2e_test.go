@@ -24,6 +24,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/tee-ingress/tee-ingress/dnscaa"
+	"github.com/tee-ingress/tee-ingress/dnsread"
 	"github.com/tee-ingress/tee-ingress/internal/acmeca"
 	"github.com/tee-ingress/tee-ingress/internal/cfemu"
 	"github.com/tee-ingress/tee-ingress/internal/dnsserver"
@@ -75,7 +76,7 @@ func newWorld(t testing.TB) *world {
 		t.Fatal(err)
 	}
 	cp, err := dnscaa.NewChallengeProvider(dp, dnscaa.ChallengeOptions{
-		Resolver:           &dnscaa.Resolver{Servers: []string{srv.Addr()}},
+		Resolver:           &dnsread.Resolver{Servers: []string{srv.Addr()}},
 		CheckServers:       []string{srv.Addr()},
 		PropagationTimeout: 3 * time.Second,
 		PollInterval:       20 * time.Millisecond,
@@ -211,7 +212,7 @@ func sameRRs(a, b []dns.RR) bool {
 
 func TestCAAPinnedToRegisteredAccount(t *testing.T) {
 	w := newWorld(t)
-	p := &pinner{Pinner: dnscaa.Pinner{Provider: w.dp, Apply: dnscaa.ApplyOptions{Resolver: &dnscaa.Resolver{Servers: []string{w.dns.Addr()}}}}}
+	p := &pinner{Pinner: dnscaa.Pinner{Provider: w.dp, Apply: dnscaa.ApplyOptions{Resolver: &dnsread.Resolver{Servers: []string{w.dns.Addr()}}}}}
 	cfg := w.config(t, t.TempDir())
 	cfg.CAA = p
 	m := w.manager(t, cfg)
@@ -228,13 +229,13 @@ func TestCAAPinnedToRegisteredAccount(t *testing.T) {
 	if !strings.HasPrefix(reg.URI, "https://") {
 		t.Fatalf("account URI %q", reg.URI)
 	}
-	want := dnscaa.CAAPolicy{IssuerDomain: "pebble.letsencrypt.org", AccountURI: reg.URI, ValidationMethods: []string{"dns-01"}}
+	want := dnsread.CAAPolicy{IssuerDomain: "pebble.letsencrypt.org", AccountURI: reg.URI, ValidationMethods: []string{"dns-01"}}
 	for _, name := range []string{"app.example.test", "*.example.test"} {
-		set, err := dnscaa.LookupCAA(context.Background(), w.dns.Addr(), name)
+		set, err := dnsread.LookupCAA(context.Background(), w.dns.Addr(), name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if chk := dnscaa.CheckCAA(set, want); !chk.OK() {
+		if chk := dnsread.CheckCAA(set, want); !chk.OK() {
 			t.Fatalf("%s: CAA over DNS does not pin account %s: %+v", name, reg.URI, chk)
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/libdns/libdns"
+
+	"github.com/tee-ingress/tee-ingress/dnsread"
 )
 
 // ApplyOptions configure Preview and Apply.
@@ -19,7 +21,7 @@ type ApplyOptions struct {
 	Zone string
 	// Resolver is used to find zones through DNS when the provider cannot
 	// list them. nil: the system's resolvers.
-	Resolver *Resolver
+	Resolver *dnsread.Resolver
 	// Logger gets one line per change. nil: discard.
 	Logger *slog.Logger
 	// RollbackTimeout bounds undoing a partly applied plan after a failure.

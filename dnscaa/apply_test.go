@@ -13,6 +13,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/tee-ingress/tee-ingress/dnsread"
 	"github.com/tee-ingress/tee-ingress/internal/cfemu"
 	"github.com/tee-ingress/tee-ingress/internal/dnsserver"
 )
@@ -359,8 +360,8 @@ func TestApplyDelegation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &Resolver{Servers: []string{env.dns.Addr()}}
-	missing, err := r.MissingOperatorRecords(context.Background(), p)
+	r := &dnsread.Resolver{Servers: []string{env.dns.Addr()}}
+	missing, err := MissingOperatorRecords(context.Background(), r, p)
 	if err != nil || len(missing) != 4 {
 		t.Fatalf("missing operator records = %v, %v", missing, err)
 	}
@@ -369,12 +370,12 @@ func TestApplyDelegation(t *testing.T) {
 	for _, r := range p.Operator()[1:] {
 		mustAdd(env.dns, r.String())
 	}
-	if missing, err := r.MissingOperatorRecords(context.Background(), p); err != nil || len(missing) != 1 || missing[0].Name != "*.apps.example.test." {
+	if missing, err := MissingOperatorRecords(context.Background(), r, p); err != nil || len(missing) != 1 || missing[0].Name != "*.apps.example.test." {
 		t.Fatalf("missing operator records = %v, %v", missing, err)
 	}
 	env.dns.Remove(dnsserver.MustRR(`*.apps.example.test. 60 IN CNAME apps.example.test.deleg.example.com.`))
 	mustAdd(env.dns, p.Operator()[0].String())
-	if missing, err := r.MissingOperatorRecords(context.Background(), p); err != nil || len(missing) != 0 {
+	if missing, err := MissingOperatorRecords(context.Background(), r, p); err != nil || len(missing) != 0 {
 		t.Fatalf("missing operator records = %v, %v", missing, err)
 	}
 	before := snapshot(env.dns)
@@ -393,7 +394,7 @@ func TestApplyDelegation(t *testing.T) {
 	}
 	srv := env.dns.Addr()
 	// Through the operator's CNAMEs, the served names reach the records.
-	end, chain, err := r.followCNAME(context.Background(), "x.apps.example.test")
+	end, chain, err := r.FollowCNAME(context.Background(), "x.apps.example.test")
 	if err != nil || end != "_.gateway.example.net." || len(chain) != 2 {
 		t.Errorf("x.apps.example.test leads to %s via %v (%v)", end, chain, err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/tee-ingress/tee-ingress/dnsread"
 	"github.com/tee-ingress/tee-ingress/internal/bind9"
 )
 
@@ -84,7 +85,7 @@ func (b *bind) axfr(t *testing.T) []string {
 
 func (b *bind) serial(t *testing.T) uint32 {
 	t.Helper()
-	m, err := queryServer(context.Background(), b.addr, "example.test", dns.TypeSOA, false, time.Second)
+	m, err := dnsread.QueryServer(context.Background(), b.addr, "example.test", dns.TypeSOA, false, time.Second)
 	if err != nil || len(m.Answer) != 1 {
 		t.Fatalf("SOA: %v %v", m, err)
 	}
@@ -106,7 +107,7 @@ func TestRFC2136Apply(t *testing.T) {
 	b := startBIND(t)
 	c := b.provider(t)
 	ctx := context.Background()
-	opts := ApplyOptions{Resolver: &Resolver{Servers: []string{b.addr}}}
+	opts := ApplyOptions{Resolver: &dnsread.Resolver{Servers: []string{b.addr}}}
 	before := b.axfr(t)
 
 	// BIND refuses a CAA beside a CNAME: caught before any write.
@@ -158,16 +159,16 @@ func TestRFC2136Apply(t *testing.T) {
 		if ch.qtype == dns.TypeCAA {
 			want = 300
 		}
-		if m, _ := queryServer(ctx, b.addr, ch.name, ch.qtype, false, time.Second); m == nil || len(m.Answer) == 0 || m.Answer[0].Header().Ttl != want {
+		if m, _ := dnsread.QueryServer(ctx, b.addr, ch.name, ch.qtype, false, time.Second); m == nil || len(m.Answer) == 0 || m.Answer[0].Header().Ttl != want {
 			t.Errorf("%s: TTL not %d: %v", ch.name, want, m)
 		}
 	}
 	// The CAA the verifier reads for the wildcard.
-	set, err := LookupCAA(ctx, b.addr, "*.apps.example.test")
+	set, err := dnsread.LookupCAA(ctx, b.addr, "*.apps.example.test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res := CheckCAA(set, *testPolicy()); !res.OK() || res.Tag != TagIssueWild {
+	if res := dnsread.CheckCAA(set, *testPolicy()); !res.OK() || res.Tag != dnsread.TagIssueWild {
 		t.Errorf("CAA check: %+v", res)
 	}
 
@@ -235,7 +236,7 @@ func TestRFC2136Challenge(t *testing.T) {
 	c := b.provider(t)
 	before := b.axfr(t)
 	cp, err := NewChallengeProvider(c, ChallengeOptions{
-		Resolver:     &Resolver{Servers: []string{b.addr}},
+		Resolver:     &dnsread.Resolver{Servers: []string{b.addr}},
 		CheckServers: []string{b.addr},
 		PollInterval: 50 * time.Millisecond, PropagationTimeout: 10 * time.Second,
 	})
@@ -296,7 +297,7 @@ func TestRFC2136Challenge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp2, _ := NewChallengeProvider(dead, ChallengeOptions{Zone: "example.test", Resolver: &Resolver{Servers: []string{b.addr}}})
+	cp2, _ := NewChallengeProvider(dead, ChallengeOptions{Zone: "example.test", Resolver: &dnsread.Resolver{Servers: []string{b.addr}}})
 	start := time.Now()
 	err = cp2.Present("example.test", "", "c.key")
 	var ce *ChallengeError

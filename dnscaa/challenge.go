@@ -15,6 +15,8 @@ import (
 	"github.com/go-acme/lego/v4/challenge"
 	"github.com/libdns/libdns"
 	"github.com/miekg/dns"
+
+	"github.com/tee-ingress/tee-ingress/dnsread"
 )
 
 // Defaults of ChallengeOptions.
@@ -55,7 +57,7 @@ type ChallengeOptions struct {
 	// "_acme-challenge.<domain>" must lead to (checked before writing).
 	DelegationZone string
 	// Resolver answers the CNAME, SOA and NS lookups. nil: the system's.
-	Resolver *Resolver
+	Resolver *dnsread.Resolver
 	// CheckServers, when set, are the "host:port" servers polled for the
 	// value instead of the zone's authoritative servers (found through NS
 	// lookups and queried on port 53).
@@ -140,7 +142,7 @@ func NewChallengeProvider(p Provider, opts ChallengeOptions) (*ChallengeProvider
 	}
 	servers := make([]string, 0, len(opts.CheckServers))
 	for _, s := range opts.CheckServers {
-		servers = append(servers, withPort(s))
+		servers = append(servers, dnsread.WithPort(s))
 	}
 	opts.CheckServers = servers
 	log := opts.Logger
@@ -225,7 +227,7 @@ func (cp *ChallengeProvider) target(ctx context.Context, domain string) (name, z
 	base := ChallengeName(domain, "")
 	if cp.opts.DelegationZone != "" {
 		name = ChallengeName(domain, cp.opts.DelegationZone)
-		end, _, err := cp.opts.Resolver.followCNAME(ctx, base)
+		end, _, err := cp.opts.Resolver.FollowCNAME(ctx, base)
 		if err != nil {
 			return "", "", err
 		}
@@ -234,7 +236,7 @@ func (cp *ChallengeProvider) target(ctx context.Context, domain string) (name, z
 		}
 		return name, fqdn(cp.opts.DelegationZone), nil
 	}
-	name, _, err = cp.opts.Resolver.followCNAME(ctx, base)
+	name, _, err = cp.opts.Resolver.FollowCNAME(ctx, base)
 	if err != nil {
 		return "", "", err
 	}
@@ -402,7 +404,7 @@ func (cp *ChallengeProvider) visible(ctx context.Context, zone, name, value stri
 	servers := cp.opts.CheckServers
 	if len(servers) == 0 {
 		var err error
-		servers, err = cp.opts.Resolver.authoritativeServers(ctx, zone)
+		servers, err = cp.opts.Resolver.AuthoritativeServers(ctx, zone)
 		if err != nil {
 			return err
 		}
@@ -411,7 +413,7 @@ func (cp *ChallengeProvider) visible(ctx context.Context, zone, name, value stri
 	for _, s := range servers {
 		// Authoritative servers get no recursion bit; configured servers
 		// may be recursive resolvers.
-		m, err := queryServer(ctx, s, name, dns.TypeTXT, len(cp.opts.CheckServers) > 0, cp.opts.Resolver.timeout())
+		m, err := dnsread.QueryServer(ctx, s, name, dns.TypeTXT, len(cp.opts.CheckServers) > 0, cp.opts.Resolver.QueryTimeout())
 		if err != nil {
 			missing = append(missing, err.Error())
 			continue

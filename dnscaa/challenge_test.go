@@ -14,6 +14,7 @@ import (
 	"github.com/go-acme/lego/v4/challenge/dns01"
 	"github.com/miekg/dns"
 
+	"github.com/tee-ingress/tee-ingress/dnsread"
 	"github.com/tee-ingress/tee-ingress/internal/cfemu"
 )
 
@@ -198,7 +199,7 @@ func TestChallengeFollowsCNAME(t *testing.T) {
 		t.Fatalf("TXT at the CNAME target = %q", got)
 	}
 	// The CA's view: the name resolves through the CNAME to the value.
-	m, err := queryServer(context.Background(), env.dns.Addr(), "_acme-challenge.app.example.test", dns.TypeTXT, false, time.Second)
+	m, err := dnsread.QueryServer(context.Background(), env.dns.Addr(), "_acme-challenge.app.example.test", dns.TypeTXT, false, time.Second)
 	if err != nil || len(m.Answer) != 2 {
 		t.Fatalf("resolving through the CNAME: %v %v", m, err)
 	}

@@ -21,9 +21,9 @@
 //     Client: it writes and removes exactly its own TXT value, follows a CNAME
 //     on `_acme-challenge`, and waits until the zone's authoritative servers
 //     (or configured servers) answer the value.
-//   - LookupCAA and CheckCAA read the relevant CAA set of a name (RFC 8659)
-//     and check that only one issuer, one ACME account and one validation
-//     method may issue (RFC 8657). ParseIssueValue parses a CAA issue value.
+//   - Pinner writes the CAA record that pins issuance to one account; reading
+//     and checking CAA sets (RFC 8659, RFC 8657) is package dnsread's, which
+//     the verifier shares.
 //
 // Provider quirks that shaped this package, each handled where it applies:
 // libdns/cloudflare v0.2.2 updates one record per call, so a multi-record set

@@ -12,6 +12,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/tee-ingress/tee-ingress/dnsread"
 	"github.com/tee-ingress/tee-ingress/internal/cfemu"
 	"github.com/tee-ingress/tee-ingress/internal/dnsserver"
 )
@@ -85,8 +86,8 @@ func (e *cfEnv) writes() []string {
 	return out
 }
 
-func (e *cfEnv) resolver() *Resolver {
-	return &Resolver{Servers: []string{e.dns.Addr()}, Timeout: 2 * time.Second}
+func (e *cfEnv) resolver() *dnsread.Resolver {
+	return &dnsread.Resolver{Servers: []string{e.dns.Addr()}, Timeout: 2 * time.Second}
 }
 
 // snapshot is every record of the DNS server as zone-file lines.
@@ -102,7 +103,7 @@ func snapshot(s *dnsserver.Server) []string {
 // records of that type as presentation data.
 func query(t *testing.T, server, name string, qtype uint16) []string {
 	t.Helper()
-	m, err := queryServer(context.Background(), server, name, qtype, false, 2*time.Second)
+	m, err := dnsread.QueryServer(context.Background(), server, name, qtype, false, 2*time.Second)
 	if err != nil {
 		t.Fatalf("query %s: %v", name, err)
 	}

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tee-ingress/tee-ingress/dnsread"
 )
 
 // namecheapFake is the slice of the Namecheap XML API that libdns/namecheap
@@ -127,7 +129,7 @@ func TestNamecheapKeepsUnrelatedHosts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := ApplyOptions{Resolver: &Resolver{Servers: []string{dnsSrv.Addr()}}}
+	opts := ApplyOptions{Resolver: &dnsread.Resolver{Servers: []string{dnsSrv.Addr()}}}
 	if _, err := Apply(context.Background(), c, plan, opts); err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +178,7 @@ func TestNamecheapRefusesToDropMail(t *testing.T) {
 			client := newNamecheap(t, f)
 			dnsSrv := startDNS(t, "example.test")
 			plan, _ := NewPlan(PlanConfig{Domains: []string{"app.example.test"}, AppID: "abc", Port: 443})
-			_, err := Apply(context.Background(), client, plan, ApplyOptions{Resolver: &Resolver{Servers: []string{dnsSrv.Addr()}}})
+			_, err := Apply(context.Background(), client, plan, ApplyOptions{Resolver: &dnsread.Resolver{Servers: []string{dnsSrv.Addr()}}})
 			if !errors.Is(err, ErrWouldWipe) || !strings.Contains(err.Error(), "EmailType="+c.emailType) || !strings.Contains(err.Error(), "example.test") {
 				t.Fatalf("err = %v, want ErrWouldWipe naming the zone and its mail settings", err)
 			}
@@ -199,7 +201,7 @@ func TestNamecheapRefusesToDropMail(t *testing.T) {
 	f := &namecheapFake{apiKey: "nc-key-0123456789abcdef", emailType: "MX", hosts: []fakeHost{{"@", "MX", "mx1.example.net.", "10", "1800"}}}
 	client := newNamecheap(t, f)
 	dnsSrv := startDNS(t, "example.test")
-	cp, err := NewChallengeProvider(client, ChallengeOptions{Resolver: &Resolver{Servers: []string{dnsSrv.Addr()}}, CheckServers: []string{dnsSrv.Addr()}})
+	cp, err := NewChallengeProvider(client, ChallengeOptions{Resolver: &dnsread.Resolver{Servers: []string{dnsSrv.Addr()}}, CheckServers: []string{dnsSrv.Addr()}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +224,7 @@ func TestNamecheapBadKey(t *testing.T) {
 	}
 	dnsSrv := startDNS(t, "example.test")
 	plan, _ := NewPlan(PlanConfig{Domains: []string{"app.example.test"}, AppID: "abc", Port: 443})
-	_, err = Apply(context.Background(), c, plan, ApplyOptions{Resolver: &Resolver{Servers: []string{dnsSrv.Addr()}}})
+	_, err = Apply(context.Background(), c, plan, ApplyOptions{Resolver: &dnsread.Resolver{Servers: []string{dnsSrv.Addr()}}})
 	if err == nil || !strings.Contains(err.Error(), "API Key is invalid") || strings.Contains(err.Error(), "wrong-key-0123456789") {
 		t.Errorf("err = %v", err)
 	}

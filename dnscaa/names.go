@@ -1,136 +1,36 @@
 package dnscaa
 
 import (
-	"errors"
-	"fmt"
-	"net/netip"
 	"strings"
+
+	"github.com/tee-ingress/tee-ingress/dnsread"
 )
 
+// The rules for names are dnsread's, one implementation for the TEE's
+// records and the verifier's lookups; these keep dnscaa's callers short.
+
 // ErrInvalidName is wrapped by every error about a malformed domain name.
-var ErrInvalidName = errors.New("invalid domain name")
+var ErrInvalidName = dnsread.ErrInvalidName
 
-// Domain is a validated domain the ingress serves: a host name, or a wildcard
-// "*.base" that covers exactly one label below base.
-type Domain struct {
-	// Name is the lowercase name without a trailing dot, "*.example.com" for a
-	// wildcard.
-	Name string
-}
+// Domain is a validated domain the ingress serves (dnsread.Domain).
+type Domain = dnsread.Domain
 
-// Wildcard reports whether d is "*.base".
-func (d Domain) Wildcard() bool { return strings.HasPrefix(d.Name, "*.") }
+// ParseDomain validates a domain name as DOMAIN or DOMAINS accept it
+// (dnsread.ParseDomain).
+func ParseDomain(s string) (Domain, error) { return dnsread.ParseDomain(s) }
 
-// Base is the name without the "*." of a wildcard (the name itself otherwise):
-// where CAA for the wildcard lives (RFC 8659 section 3).
-func (d Domain) Base() string { return strings.TrimPrefix(d.Name, "*.") }
-
-func (d Domain) String() string { return d.Name }
-
-// ParseDomain validates a domain name as DOMAIN or DOMAINS accept it: letters,
-// digits and hyphens in labels of 1 to 63 characters, at least two labels,
-// at most 253 characters, an optional trailing dot, and a wildcard only as the
-// whole first label ("*.example.com"). IP addresses are refused: certificates
-// and DNS records are for names.
-func ParseDomain(s string) (Domain, error) {
-	name := strings.ToLower(strings.TrimSpace(s))
-	name = strings.TrimSuffix(name, ".")
-	if name == "" {
-		return Domain{}, fmt.Errorf("%w: empty (want a host name like app.example.com or *.example.com)", ErrInvalidName)
-	}
-	if _, err := netip.ParseAddr(name); err == nil {
-		return Domain{}, fmt.Errorf("%w: %q is an IP address (want a host name like app.example.com)", ErrInvalidName, s)
-	}
-	base := name
-	if strings.HasPrefix(name, "*.") {
-		base = name[2:]
-	}
-	if strings.Contains(base, "*") {
-		return Domain{}, fmt.Errorf("%w: %q has a wildcard that is not the whole first label (want *.example.com)", ErrInvalidName, s)
-	}
-	if err := checkHostname(base, false); err != nil {
-		return Domain{}, fmt.Errorf("%w: %q: %w", ErrInvalidName, s, err)
-	}
-	if strings.Count(base, ".") < 1 {
-		if name != base {
-			return Domain{}, fmt.Errorf("%w: %q: a wildcard needs a base of at least two labels (want *.example.com)", ErrInvalidName, s)
-		}
-		return Domain{}, fmt.Errorf("%w: %q has a single label (want a full name like app.example.com)", ErrInvalidName, s)
-	}
-	return Domain{Name: name}, nil
-}
-
-// checkHostname checks name (no trailing dot) for DNS syntax. With
-// underscores, labels may also contain "_" (service names like
-// _dstack-app-address and gateway names like _.dstack-prod5.phala.network).
 func checkHostname(name string, underscores bool) error {
-	if len(name) > 253 {
-		return fmt.Errorf("longer than 253 characters")
-	}
-	for _, label := range strings.Split(name, ".") {
-		if err := checkLabel(label, underscores); err != nil {
-			return err
-		}
-	}
-	return nil
+	return dnsread.CheckHostname(name, underscores)
 }
 
-func checkLabel(label string, underscores bool) error {
-	if label == "" {
-		return fmt.Errorf("empty label")
-	}
-	if len(label) > 63 {
-		return fmt.Errorf("label %q longer than 63 characters", label)
-	}
-	for i := 0; i < len(label); i++ {
-		c := label[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
-		case c == '-':
-			if i == 0 || i == len(label)-1 {
-				return fmt.Errorf("label %q starts or ends with a hyphen", label)
-			}
-		case c == '_' && underscores:
-		default:
-			return fmt.Errorf("label %q has character %q (allowed: a-z, 0-9, hyphen)", label, string(rune(c)))
-		}
-	}
-	return nil
-}
-
-// parseHostname validates a name that is not one of our served domains (the
-// gateway domain, a zone, an issuer): underscores allowed, no wildcard, one
-// label allowed only if single is true. It returns the lowercase FQDN without
-// the trailing dot.
 func parseHostname(what, s string, single bool) (string, error) {
-	name := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
-	if name == "" {
-		return "", fmt.Errorf("%w: %s is empty", ErrInvalidName, what)
-	}
-	if err := checkHostname(name, true); err != nil {
-		return "", fmt.Errorf("%w: %s %q: %w", ErrInvalidName, what, s, err)
-	}
-	if !single && !strings.Contains(name, ".") {
-		return "", fmt.Errorf("%w: %s %q has a single label (want a full name)", ErrInvalidName, what, s)
-	}
-	return name, nil
+	return dnsread.ParseHostname(what, s, single)
 }
 
-// fqdn returns name lowercased with exactly one trailing dot.
-func fqdn(name string) string {
-	return strings.ToLower(strings.TrimSuffix(name, ".")) + "."
-}
+func fqdn(name string) string   { return dnsread.FQDN(name) }
+func unfqdn(name string) string { return dnsread.Unfqdn(name) }
 
-// unfqdn returns name lowercased without the trailing dot.
-func unfqdn(name string) string {
-	return strings.ToLower(strings.TrimSuffix(name, "."))
-}
-
-// inZone reports whether name (any dot form) is zone or below it.
-func inZone(name, zone string) bool {
-	n, z := fqdn(name), fqdn(zone)
-	return n == z || strings.HasSuffix(n, "."+z)
-}
+func inZone(name, zone string) bool { return dnsread.InZone(name, zone) }
 
 // relativeName returns name relative to zone, "@" for the apex. name must be
 // in zone.

@@ -79,7 +79,4 @@ func TestNameHelpers(t *testing.T) {
 	if inZone("badexample.com", "example.com") || !inZone("a.example.com.", "example.com") || !inZone("example.com", "example.com.") {
 		t.Error("inZone")
 	}
-	if parentName("a.b.c.") != "b.c." || parentName("c.") != "." {
-		t.Error("parentName")
-	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/go-acme/lego/v4/registration"
 	"github.com/miekg/dns"
 
+	"github.com/tee-ingress/tee-ingress/dnsread"
 	"github.com/tee-ingress/tee-ingress/internal/acmeca"
 )
 
@@ -82,7 +83,7 @@ func TestIssuanceThroughCloudflare(t *testing.T) {
 	// CAA identity from its directory.
 	plan, err := NewPlan(PlanConfig{
 		Domains: []string{"*.example.test"},
-		CAA:     &CAAPolicy{IssuerDomain: "pebble.test", AccountURI: user.reg.URI},
+		CAA:     &dnsread.CAAPolicy{IssuerDomain: "pebble.test", AccountURI: user.reg.URI},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -92,11 +93,11 @@ func TestIssuanceThroughCloudflare(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"example.test", "*.example.test"} {
-		set, err := LookupCAA(ctx, env.dns.Addr(), name)
+		set, err := dnsread.LookupCAA(ctx, env.dns.Addr(), name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		res := CheckCAA(set, CAAPolicy{IssuerDomain: "pebble.test", AccountURI: user.reg.URI})
+		res := dnsread.CheckCAA(set, dnsread.CAAPolicy{IssuerDomain: "pebble.test", AccountURI: user.reg.URI})
 		wantOK := name == "*.example.test" // the apex has only issuewild: any CA may issue for it
 		if res.OK() != wantOK {
 			t.Errorf("CAA check for %s: OK=%v, problems %v", name, res.OK(), res.Problems)

@@ -3,6 +3,8 @@ package dnscaa
 import (
 	"context"
 	"fmt"
+
+	"github.com/tee-ingress/tee-ingress/dnsread"
 )
 
 // Pinner writes the CAA records that let only one ACME account, of one CA,
@@ -26,7 +28,7 @@ func (p *Pinner) PinCAA(ctx context.Context, domains []string, issuer, accountUR
 	}
 	plan, err := NewPlan(PlanConfig{
 		Domains:        domains,
-		CAA:            &CAAPolicy{IssuerDomain: issuer, AccountURI: accountURI, ValidationMethods: []string{method}},
+		CAA:            &dnsread.CAAPolicy{IssuerDomain: issuer, AccountURI: accountURI, ValidationMethods: []string{method}},
 		DelegationZone: p.DelegationZone,
 	})
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/miekg/dns"
+
+	"github.com/tee-ingress/tee-ingress/dnsread"
 )
 
 // DefaultTXTPrefix is TXT_PREFIX's default, the label of the gateway routing
@@ -37,7 +39,7 @@ type PlanConfig struct {
 	Port int
 	// CAA pins issuance to one CA, account and method (SET_CAA). nil: no
 	// CAA record is planned.
-	CAA *CAAPolicy
+	CAA *dnsread.CAAPolicy
 	// DelegationZone is DELEGATION_ZONE: when set, every record is written
 	// into this zone under the served name ("app.example.com" becomes
 	// "app.example.com.<zone>"), and the operator points the served names
@@ -144,7 +146,7 @@ func NewPlan(cfg PlanConfig) (*Plan, error) {
 	if prefix == "" {
 		prefix = DefaultTXTPrefix
 	}
-	if err := checkLabel(prefix, true); err != nil {
+	if err := dnsread.CheckLabel(prefix, true); err != nil {
 		return nil, fmt.Errorf("TXT_PREFIX=%q is not one DNS label (%v); the default is %s", cfg.TXTPrefix, err, DefaultTXTPrefix)
 	}
 	var gateway string
@@ -170,9 +172,9 @@ func NewPlan(cfg PlanConfig) (*Plan, error) {
 		}
 		txt = cfg.AppID + ":" + strconv.Itoa(cfg.Port)
 	}
-	var caa *CAAPolicy
+	var caa *dnsread.CAAPolicy
 	if cfg.CAA != nil {
-		pol, err := cfg.CAA.validate()
+		pol, err := cfg.CAA.Validate()
 		if err != nil {
 			return nil, fmt.Errorf("SET_CAA: %w", err)
 		}
@@ -208,9 +210,9 @@ func NewPlan(cfg PlanConfig) (*Plan, error) {
 				kind:   k, domain: d.Name,
 			})
 		}
-		aliasAt, txtAt, caaAt, tag := d.Name, prefix+"."+d.Name, d.Name, TagIssue
+		aliasAt, txtAt, caaAt, tag := d.Name, prefix+"."+d.Name, d.Name, dnsread.TagIssue
 		if d.Wildcard() {
-			txtAt, caaAt, tag = prefix+"-wildcard."+d.Base(), d.Base(), TagIssueWild
+			txtAt, caaAt, tag = prefix+"-wildcard."+d.Base(), d.Base(), dnsread.TagIssueWild
 			if zone != "" {
 				// Delegated, *.B and B both lead to B.<zone>, which
 				// carries the alias and the issuewild CAA.
@@ -314,10 +316,10 @@ func (p *Plan) check() error {
 }
 
 // MissingOperatorRecords returns the records of plan.Operator() that DNS, asked
-// through r, does not show yet: a CNAME at the name with exactly the expected
+// through r (nil: the system's resolvers), does not show yet: a CNAME at the name with exactly the expected
 // target. In delegation mode the ingress cannot create them itself; the
 // caller prints them, or waits for them.
-func (r *Resolver) MissingOperatorRecords(ctx context.Context, plan *Plan) ([]Record, error) {
+func MissingOperatorRecords(ctx context.Context, r *dnsread.Resolver, plan *Plan) ([]Record, error) {
 	var missing []Record
 	for _, rec := range plan.operator {
 		m, err := r.Query(ctx, rec.Name, dns.TypeCNAME)

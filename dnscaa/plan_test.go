@@ -3,12 +3,25 @@ package dnscaa
 import (
 	"strings"
 	"testing"
+
+	"github.com/tee-ingress/tee-ingress/dnsread"
+	"github.com/tee-ingress/tee-ingress/internal/dnsserver"
 )
 
 const testAccount = "https://acme.example/acme/acct/1234"
 
-func testPolicy() *CAAPolicy {
-	return &CAAPolicy{IssuerDomain: "letsencrypt.org", AccountURI: testAccount}
+func startDNS(t *testing.T, zones ...string) *dnsserver.Server {
+	t.Helper()
+	s, err := dnsserver.Start(zones...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func testPolicy() *dnsread.CAAPolicy {
+	return &dnsread.CAAPolicy{IssuerDomain: "letsencrypt.org", AccountURI: testAccount}
 }
 
 func recordLines(recs []Record) string {
@@ -59,7 +72,7 @@ func TestNewPlanDelegation(t *testing.T) {
 		GatewayDomain:  "_.dstack-prod5.phala.network",
 		AppID:          "abc123",
 		Port:           8443,
-		CAA:            &CAAPolicy{IssuerDomain: "letsencrypt.org", AccountURI: testAccount, ValidationMethods: []string{"dns-01"}},
+		CAA:            &dnsread.CAAPolicy{IssuerDomain: "letsencrypt.org", AccountURI: testAccount, ValidationMethods: []string{"dns-01"}},
 		DelegationZone: "deleg.example.net.",
 		TXTPrefix:      "_tapp-address",
 	})

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/libdns/libdns"
+
+	"github.com/tee-ingress/tee-ingress/dnsread"
 )
 
 // route53Fake is the slice of the Route 53 REST API that libdns/route53
@@ -164,7 +166,7 @@ func TestRoute53AppendJoinsExistingSets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := ApplyOptions{Resolver: &Resolver{Servers: []string{dnsSrv.Addr()}}}
+	opts := ApplyOptions{Resolver: &dnsread.Resolver{Servers: []string{dnsSrv.Addr()}}}
 	if _, err := Apply(context.Background(), c, plan, opts); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/libdns/libdns"
+
+	"github.com/tee-ingress/tee-ingress/dnsread"
 )
 
 // FindZone returns the zone, as an FQDN with the trailing dot, in which the
@@ -20,14 +22,14 @@ import (
 //
 // The zone is handed to the provider through Client, which converts it to the
 // form that provider expects.
-func FindZone(ctx context.Context, p Provider, name, explicit string, r *Resolver) (string, error) {
+func FindZone(ctx context.Context, p Provider, name, explicit string, r *dnsread.Resolver) (string, error) {
 	return (&zoneFinder{p: p, r: r}).find(ctx, name, explicit)
 }
 
 // zoneFinder is FindZone with the provider's zone list read once.
 type zoneFinder struct {
 	p      Provider
-	r      *Resolver
+	r      *dnsread.Resolver
 	listed bool
 	zones  []string // nil with listed: the provider cannot list zones
 }
@@ -76,7 +78,7 @@ func (f *zoneFinder) find(ctx context.Context, name, explicit string) (string, e
 		}
 		return best, nil
 	}
-	z, err := f.r.zoneBySOA(ctx, name)
+	z, err := f.r.ZoneBySOA(ctx, name)
 	if err != nil {
 		return "", fmt.Errorf("%w (or set DNS_ZONE)", err)
 	}

@@ -6,7 +6,7 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/tee-ingress/tee-ingress/dnscaa"
+	"github.com/tee-ingress/tee-ingress/dnsread"
 )
 
 // caaCheck reads the CAA record set relevant to name (a "*." name for a
@@ -20,7 +20,7 @@ func caaCheck(ctx context.Context, o *options, checkName, name, accountURI strin
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	r := &dnscaa.Resolver{Timeout: o.timeout}
+	r := &dnsread.Resolver{Timeout: o.timeout}
 	via := "the system's resolvers"
 	if o.resolver != "" {
 		r.Servers = []string{o.resolver}
@@ -33,8 +33,8 @@ func caaCheck(ctx context.Context, o *options, checkName, name, accountURI strin
 		return c
 	}
 	issuer, how := caaIssuer(o.caaIssuer, accountURI, set)
-	policy := dnscaa.CAAPolicy{IssuerDomain: issuer, AccountURI: accountURI, ValidationMethods: o.methods}
-	chk := dnscaa.CheckCAA(set, policy)
+	policy := dnsread.CAAPolicy{IssuerDomain: issuer, AccountURI: accountURI, ValidationMethods: o.methods}
+	chk := dnsread.CheckCAA(set, policy)
 	c.Want = fmt.Sprintf("%s %s", chk.Tag, policy.Value())
 	var recs []string
 	for _, rec := range set.Records {
@@ -68,7 +68,7 @@ func caaCheck(ctx context.Context, o *options, checkName, name, accountURI strin
 // letsencrypt.org for a Let's Encrypt account URI; else the issuer of the
 // record that names the account (a CA honours only records naming itself,
 // so the record naming our account names our CA). "" when none does.
-func caaIssuer(flag, accountURI string, set *dnscaa.CAASet) (string, string) {
+func caaIssuer(flag, accountURI string, set *dnsread.CAASet) (string, string) {
 	if flag != "" {
 		return strings.ToLower(flag), "from --caa-issuer"
 	}
@@ -79,14 +79,14 @@ func caaIssuer(flag, accountURI string, set *dnscaa.CAASet) (string, string) {
 		}
 	}
 	for _, rec := range set.Records {
-		if rec.Tag != dnscaa.TagIssue && rec.Tag != dnscaa.TagIssueWild {
+		if rec.Tag != dnsread.TagIssue && rec.Tag != dnsread.TagIssueWild {
 			continue
 		}
-		v, err := dnscaa.ParseIssueValue(rec.Value)
+		v, err := dnsread.ParseIssueValue(rec.Value)
 		if err != nil || v.Issuer == "" {
 			continue
 		}
-		if a, ok := v.Param(dnscaa.ParamAccountURI); ok && a == accountURI {
+		if a, ok := v.Param(dnsread.ParamAccountURI); ok && a == accountURI {
 			return strings.ToLower(v.Issuer), "taken from the record naming the account (use --caa-issuer to fix it)"
 		}
 	}

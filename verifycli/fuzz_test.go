@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tee-ingress/tee-ingress/dnscaa"
+	"github.com/tee-ingress/tee-ingress/dnsread"
 )
 
 // FuzzParseCTEntries: the CT API's answer is untrusted. Accepted input has
@@ -87,7 +87,7 @@ func FuzzCAAIssuer(f *testing.F) {
 	f.Add("https://acme.example/acct/1", `pebble.letsencrypt.org;accounturi=https://acme.example/acct/1`)
 	f.Add("https://acme.example/acct/1", `evil.example; accounturi=https://acme.example/acct/2`)
 	f.Fuzz(func(t *testing.T, account, value string) {
-		set := &dnscaa.CAASet{Name: "example.com.", Records: []dnscaa.CAARecord{{Tag: "issue", Value: value}}}
+		set := &dnsread.CAASet{Name: "example.com.", Records: []dnsread.CAARecord{{Tag: "issue", Value: value}}}
 		issuer, how := caaIssuer("", account, set)
 		if issuer != "" && how == "unknown" {
 			t.Fatalf("issuer %q with how %q", issuer, how)

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tee-ingress/tee-ingress/dnscaa"
+	"github.com/tee-ingress/tee-ingress/dnsread"
 	"github.com/tee-ingress/tee-ingress/evidence"
 	"github.com/tee-ingress/tee-ingress/verifycli/report"
 )
@@ -64,7 +64,7 @@ func TestParseCTTime(t *testing.T) {
 }
 
 func TestCAAIssuer(t *testing.T) {
-	set := &dnscaa.CAASet{Records: []dnscaa.CAARecord{
+	set := &dnsread.CAASet{Records: []dnsread.CAARecord{
 		{Tag: "issue", Value: "other.example;accounturi=https://ca.example/acct/9"},
 		{Tag: "issuewild", Value: "Pebble.Example; accounturi=https://ca.example/acct/1"},
 	}}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tee-ingress/tee-ingress/acme"
 	"github.com/tee-ingress/tee-ingress/dnscaa"
+	"github.com/tee-ingress/tee-ingress/dnsread"
 	"github.com/tee-ingress/tee-ingress/proxy"
 )
 
@@ -911,7 +912,7 @@ func parseDNS(s *settings, c *Config) error {
 		AppID: strings.Repeat("0", 40), Port: max(c.Port, 443), DelegationZone: c.DelegationZone,
 	}
 	if c.SetCAA {
-		pc.CAA = &dnscaa.CAAPolicy{IssuerDomain: "letsencrypt.org", AccountURI: "https://acme.invalid/acct/1", ValidationMethods: []string{string(c.Challenge)}}
+		pc.CAA = &dnsread.CAAPolicy{IssuerDomain: "letsencrypt.org", AccountURI: "https://acme.invalid/acct/1", ValidationMethods: []string{string(c.Challenge)}}
 	}
 	if _, err := dnscaa.NewPlan(pc); err != nil {
 		return configErrorf("%s", err)

@@ -25,6 +25,7 @@ import (
 
 	"github.com/tee-ingress/tee-ingress/acme"
 	"github.com/tee-ingress/tee-ingress/dnscaa"
+	"github.com/tee-ingress/tee-ingress/dnsread"
 	"github.com/tee-ingress/tee-ingress/evidence"
 	"github.com/tee-ingress/tee-ingress/evidence/agent"
 	"github.com/tee-ingress/tee-ingress/internal/dirlock"
@@ -397,11 +398,11 @@ func (d *daemon) prepare() error {
 	return nil
 }
 
-func (d *daemon) resolver() *dnscaa.Resolver {
+func (d *daemon) resolver() *dnsread.Resolver {
 	if len(d.cfg.DNSResolvers) == 0 {
 		return nil
 	}
-	return &dnscaa.Resolver{Servers: d.cfg.DNSResolvers}
+	return &dnsread.Resolver{Servers: d.cfg.DNSResolvers}
 }
 
 // accountKeys chooses the ACME account key source. auto means kms when a
@@ -692,7 +693,7 @@ func (d *daemon) applyDNS(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		pc.CAA = &dnscaa.CAAPolicy{IssuerDomain: issuer, AccountURI: accountURI, ValidationMethods: []string{string(cfg.Challenge)}}
+		pc.CAA = &dnsread.CAAPolicy{IssuerDomain: issuer, AccountURI: accountURI, ValidationMethods: []string{string(cfg.Challenge)}}
 	}
 	plan, err := dnscaa.NewPlan(pc)
 	if err != nil {
@@ -721,7 +722,7 @@ func (d *daemon) applyDNS(ctx context.Context) error {
 	}
 	d.log.Info("DNS records in place", "records", len(plan.Records()), "changed", n)
 	if cfg.DelegationZone != "" {
-		missing, err := d.resolver().MissingOperatorRecords(ctx, plan)
+		missing, err := dnscaa.MissingOperatorRecords(ctx, d.resolver(), plan)
 		if err != nil {
 			d.log.Warn("could not check the operator's delegation CNAMEs", "err", err)
 		}

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -205,5 +206,59 @@ func TestComposeExamplesMountWhatDstackNeeds(t *testing.T) {
 		if bytes.Contains(data, []byte("\t")) {
 			t.Errorf("%s contains a tab: YAML forbids tabs in indentation", filepath.Base(f))
 		}
+	}
+}
+
+// verifycliDepsHeader heads verifycli/deps.txt.
+const verifycliDepsHeader = `# Modules other than this one that verifycli links (go list -deps, by module):
+# every one is code an auditor's verifier runs, so the list stays short (at
+# most maxVerifierModules) and the verifier imports nothing of the TEE side
+# (guest-agent client, DNS providers, lego). A change here is reviewed, then
+#   UPDATE_DEPS=1 go test -run TestVerifierDeps ./internal/repocheck
+`
+
+// maxVerifierModules bounds verifycli's third-party modules.
+const maxVerifierModules = 12
+
+// TestVerifierDeps fails when the modules verifycli links change, or grow
+// past maxVerifierModules.
+func TestVerifierDeps(t *testing.T) {
+	dir := root(t)
+	cmd := exec.Command("go", "list", "-deps", "-f", "{{with .Module}}{{.Path}}{{end}}", "./verifycli")
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	var got []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if l = strings.TrimSpace(l); l != "" && l != "github.com/tee-ingress/tee-ingress" && !slices.Contains(got, l) {
+			got = append(got, l)
+		}
+	}
+	slices.Sort(got)
+	if len(got) > maxVerifierModules {
+		t.Errorf("verifycli links %d modules, at most %d: %s", len(got), maxVerifierModules, strings.Join(got, ", "))
+	}
+	path := filepath.Join(dir, "verifycli", "deps.txt")
+	if os.Getenv("UPDATE_DEPS") != "" {
+		if err := os.WriteFile(path, []byte(verifycliDepsHeader+strings.Join(got, "\n")+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v: create it with UPDATE_DEPS=1 go test -run TestVerifierDeps ./internal/repocheck", err)
+	}
+	var want []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			want = append(want, l)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("verifycli's modules changed (verifycli/deps.txt):\n got %s\nwant %s\nreview them, then run UPDATE_DEPS=1 go test -run TestVerifierDeps ./internal/repocheck",
+			strings.Join(got, ", "), strings.Join(want, ", "))
 	}
 }

@@ -1,4 +1,4 @@
-package dnscaa
+package dnsread
 
 import (
 	"context"
@@ -26,7 +26,7 @@ type Resolver struct {
 	Timeout time.Duration
 }
 
-func (r *Resolver) timeout() time.Duration {
+func (r *Resolver) QueryTimeout() time.Duration {
 	if r == nil || r.Timeout <= 0 {
 		return DefaultQueryTimeout
 	}
@@ -37,7 +37,7 @@ func (r *Resolver) servers() ([]string, error) {
 	if r != nil && len(r.Servers) > 0 {
 		out := make([]string, 0, len(r.Servers))
 		for _, s := range r.Servers {
-			out = append(out, withPort(s))
+			out = append(out, WithPort(s))
 		}
 		return out, nil
 	}
@@ -55,7 +55,7 @@ func (r *Resolver) servers() ([]string, error) {
 	return out, nil
 }
 
-func withPort(s string) string {
+func WithPort(s string) string {
 	if _, _, err := net.SplitHostPort(s); err == nil {
 		return s
 	}
@@ -74,7 +74,7 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (*dns.M
 	var last *dns.Msg
 	var lastErr error
 	for _, s := range servers {
-		m, err := queryServer(ctx, s, name, qtype, true, r.timeout())
+		m, err := QueryServer(ctx, s, name, qtype, true, r.QueryTimeout())
 		if err != nil {
 			lastErr = err
 			continue
@@ -82,7 +82,7 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (*dns.M
 		if m.Rcode == dns.RcodeSuccess || m.Rcode == dns.RcodeNameError {
 			return m, nil
 		}
-		last, lastErr = m, fmt.Errorf("%s %s from %s: %s", dns.TypeToString[qtype], fqdn(name), s, dns.RcodeToString[m.Rcode])
+		last, lastErr = m, fmt.Errorf("%s %s from %s: %s", dns.TypeToString[qtype], FQDN(name), s, dns.RcodeToString[m.Rcode])
 	}
 	if last != nil {
 		return last, lastErr
@@ -90,11 +90,11 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (*dns.M
 	return nil, lastErr
 }
 
-// queryServer sends one query to one server over UDP, retrying over TCP when
+// QueryServer sends one query to one server over UDP, retrying over TCP when
 // the answer is truncated.
-func queryServer(ctx context.Context, server, name string, qtype uint16, recurse bool, timeout time.Duration) (*dns.Msg, error) {
+func QueryServer(ctx context.Context, server, name string, qtype uint16, recurse bool, timeout time.Duration) (*dns.Msg, error) {
 	m := new(dns.Msg)
-	m.SetQuestion(fqdn(name), qtype)
+	m.SetQuestion(FQDN(name), qtype)
 	m.RecursionDesired = recurse
 	m.SetEdns0(1232, false)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -106,10 +106,10 @@ func queryServer(ctx context.Context, server, name string, qtype uint16, recurse
 		in, _, err = c.ExchangeContext(ctx, m, server)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s %s to %s: %w", dns.TypeToString[qtype], fqdn(name), server, err)
+		return nil, fmt.Errorf("%s %s to %s: %w", dns.TypeToString[qtype], FQDN(name), server, err)
 	}
 	if in.Id != m.Id {
-		return nil, fmt.Errorf("%s %s to %s: answer id mismatch", dns.TypeToString[qtype], fqdn(name), server)
+		return nil, fmt.Errorf("%s %s to %s: answer id mismatch", dns.TypeToString[qtype], FQDN(name), server)
 	}
 	return in, nil
 }
@@ -117,10 +117,10 @@ func queryServer(ctx context.Context, server, name string, qtype uint16, recurse
 // maxCNAMEHops bounds CNAME following, as resolvers do.
 const maxCNAMEHops = 16
 
-// followCNAME follows CNAMEs from name and returns where they end (name itself
+// FollowCNAME follows CNAMEs from name and returns where they end (name itself
 // when it has none) and the chain of targets.
-func (r *Resolver) followCNAME(ctx context.Context, name string) (string, []string, error) {
-	cur := fqdn(name)
+func (r *Resolver) FollowCNAME(ctx context.Context, name string) (string, []string, error) {
+	cur := FQDN(name)
 	seen := map[string]bool{cur: true}
 	var chain []string
 	for range maxCNAMEHops {
@@ -135,8 +135,8 @@ func (r *Resolver) followCNAME(ctx context.Context, name string) (string, []stri
 		}
 		next := ""
 		for _, rr := range m.Answer {
-			if c, ok := rr.(*dns.CNAME); ok && fqdn(c.Hdr.Name) == cur {
-				next = fqdn(c.Target)
+			if c, ok := rr.(*dns.CNAME); ok && FQDN(c.Hdr.Name) == cur {
+				next = FQDN(c.Target)
 			}
 		}
 		if next == "" {
@@ -149,43 +149,43 @@ func (r *Resolver) followCNAME(ctx context.Context, name string) (string, []stri
 		chain = append(chain, next)
 		cur = next
 	}
-	return "", chain, fmt.Errorf("more than %d CNAMEs from %s", maxCNAMEHops, fqdn(name))
+	return "", chain, fmt.Errorf("more than %d CNAMEs from %s", maxCNAMEHops, FQDN(name))
 }
 
-// zoneBySOA finds the zone that holds name: the owner of the SOA in the
+// ZoneBySOA finds the zone that holds name: the owner of the SOA in the
 // answer (at an apex) or in the authority section (below it), climbing one
 // label at a time.
-func (r *Resolver) zoneBySOA(ctx context.Context, name string) (string, error) {
-	for cur := fqdn(name); cur != "."; cur = parentName(cur) {
+func (r *Resolver) ZoneBySOA(ctx context.Context, name string) (string, error) {
+	for cur := FQDN(name); cur != "."; cur = parentName(cur) {
 		m, err := r.Query(ctx, cur, dns.TypeSOA)
 		if err != nil {
-			return "", fmt.Errorf("finding the zone of %s: %w", fqdn(name), err)
+			return "", fmt.Errorf("finding the zone of %s: %w", FQDN(name), err)
 		}
 		for _, rr := range append(append([]dns.RR{}, m.Answer...), m.Ns...) {
 			if soa, ok := rr.(*dns.SOA); ok {
-				if z := fqdn(soa.Hdr.Name); inZone(name, z) {
+				if z := FQDN(soa.Hdr.Name); InZone(name, z) {
 					return z, nil
 				}
 			}
 		}
 	}
-	return "", fmt.Errorf("finding the zone of %s: no SOA record found", fqdn(name))
+	return "", fmt.Errorf("finding the zone of %s: no SOA record found", FQDN(name))
 }
 
-// authoritativeServers returns "ip:53" for every address of every NS of zone.
-func (r *Resolver) authoritativeServers(ctx context.Context, zone string) ([]string, error) {
+// AuthoritativeServers returns "ip:53" for every address of every NS of zone.
+func (r *Resolver) AuthoritativeServers(ctx context.Context, zone string) ([]string, error) {
 	m, err := r.Query(ctx, zone, dns.TypeNS)
 	if err != nil {
-		return nil, fmt.Errorf("looking up NS of %s: %w", fqdn(zone), err)
+		return nil, fmt.Errorf("looking up NS of %s: %w", FQDN(zone), err)
 	}
 	var hosts []string
 	for _, rr := range m.Answer {
-		if ns, ok := rr.(*dns.NS); ok && fqdn(ns.Hdr.Name) == fqdn(zone) {
-			hosts = append(hosts, fqdn(ns.Ns))
+		if ns, ok := rr.(*dns.NS); ok && FQDN(ns.Hdr.Name) == FQDN(zone) {
+			hosts = append(hosts, FQDN(ns.Ns))
 		}
 	}
 	if len(hosts) == 0 {
-		return nil, fmt.Errorf("looking up NS of %s: none found", fqdn(zone))
+		return nil, fmt.Errorf("looking up NS of %s: none found", FQDN(zone))
 	}
 	var out []string
 	for _, h := range hosts {
@@ -207,7 +207,7 @@ func (r *Resolver) authoritativeServers(ctx context.Context, zone string) ([]str
 			}
 		}
 		if n == 0 {
-			return nil, fmt.Errorf("looking up the address of %s, a name server of %s: none found", h, fqdn(zone))
+			return nil, fmt.Errorf("looking up the address of %s, a name server of %s: none found", h, FQDN(zone))
 		}
 	}
 	return out, nil
@@ -215,7 +215,7 @@ func (r *Resolver) authoritativeServers(ctx context.Context, zone string) ([]str
 
 // parentName returns name without its first label, "." for a TLD.
 func parentName(name string) string {
-	name = fqdn(name)
+	name = FQDN(name)
 	i := strings.IndexByte(name, '.')
 	if i < 0 || i == len(name)-1 {
 		return "."

@@ -1,4 +1,4 @@
-package dnscaa
+package dnsread
 
 import (
 	"context"
@@ -146,6 +146,8 @@ func TestCheckCAA(t *testing.T) {
 		})
 	}
 }
+
+const testAccount = "https://acme.example/acme/acct/1234"
 
 func startDNS(t *testing.T, zones ...string) *dnsserver.Server {
 	t.Helper()

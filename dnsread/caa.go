@@ -1,4 +1,4 @@
-package dnscaa
+package dnsread
 
 import (
 	"context"
@@ -209,8 +209,8 @@ func (p CAAPolicy) methods() []string {
 }
 
 // validate checks the policy and returns it normalised.
-func (p CAAPolicy) validate() (CAAPolicy, error) {
-	issuer, err := parseHostname("CAA issuer domain", p.IssuerDomain, true)
+func (p CAAPolicy) Validate() (CAAPolicy, error) {
+	issuer, err := ParseHostname("CAA issuer domain", p.IssuerDomain, true)
 	if err != nil {
 		return p, err
 	}
@@ -298,10 +298,10 @@ func (r *Resolver) LookupCAA(ctx context.Context, name string) (*CAASet, error) 
 	n := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(name), "."))
 	set := &CAASet{Name: n + "."}
 	start := strings.TrimPrefix(n, "*.")
-	if err := checkHostname(start, true); err != nil || strings.Contains(start, "*") {
+	if err := CheckHostname(start, true); err != nil || strings.Contains(start, "*") {
 		return nil, fmt.Errorf("%w: %q", ErrInvalidName, name)
 	}
-	for cur := fqdn(start); cur != "."; cur = parentName(cur) {
+	for cur := FQDN(start); cur != "."; cur = parentName(cur) {
 		set.Searched = append(set.Searched, cur)
 		recs, aliases, err := r.caaAt(ctx, cur, set)
 		if err != nil {
@@ -338,8 +338,8 @@ func (r *Resolver) caaAt(ctx context.Context, name string, set *CAASet) ([]CAARe
 		for {
 			next := ""
 			for _, rr := range m.Answer {
-				if c, ok := rr.(*dns.CNAME); ok && fqdn(c.Hdr.Name) == target {
-					next = fqdn(c.Target)
+				if c, ok := rr.(*dns.CNAME); ok && FQDN(c.Hdr.Name) == target {
+					next = FQDN(c.Target)
 				}
 			}
 			if next == "" {
@@ -354,7 +354,7 @@ func (r *Resolver) caaAt(ctx context.Context, name string, set *CAASet) ([]CAARe
 		}
 		var recs []CAARecord
 		for _, rr := range m.Answer {
-			if c, ok := rr.(*dns.CAA); ok && fqdn(c.Hdr.Name) == target {
+			if c, ok := rr.(*dns.CAA); ok && FQDN(c.Hdr.Name) == target {
 				recs = append(recs, CAARecord{Flags: c.Flag, Tag: strings.ToLower(c.Tag), Value: c.Value})
 			}
 		}
@@ -371,7 +371,7 @@ func (r *Resolver) caaAt(ctx context.Context, name string, set *CAASet) ([]CAARe
 // CNAME, or is a negative answer for it, so that asking again is pointless.
 func hasOwner(m *dns.Msg, name string) bool {
 	for _, rr := range m.Answer {
-		if fqdn(rr.Header().Name) == name {
+		if FQDN(rr.Header().Name) == name {
 			if _, ok := rr.(*dns.CNAME); !ok {
 				return true
 			}
