@@ -7,12 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html/template"
 	"log/slog"
 	"math"
 	"mime"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -59,6 +57,7 @@ type Handler struct {
 	src    BundleSource
 	quoter Quoter
 	live   liveQuotes
+	page   pageCache
 	log    *slog.Logger
 }
 
@@ -119,6 +118,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "evidence bundle not published yet", http.StatusServiceUnavailable)
 		return
 	}
+	// Public, without credentials: a verifier running in a web page of
+	// another origin may read it.
+	w.Header().Set("Access-Control-Allow-Origin", "*")
 	// Every answer names the bundle it comes from, so a client fetching
 	// several files can tell it got them all from one bundle.
 	s := b.SumsDigest()
@@ -236,37 +238,16 @@ func wantsJSON(accept string) bool {
 	return jsonQ > 0 && jsonQ > htmlQ
 }
 
-var indexPage = template.Must(template.New("index").Parse(`<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Evidence</title></head>
-<body>
-<h1>Evidence</h1>
-<p>Check: download every file <code>sha256sum.txt</code> lists (<code>while read -r sum name; do curl -fsS -o "$name" "https://DOMAIN/evidences/$name"; done &lt; sha256sum.txt</code>), run <code>sha256sum -c sha256sum.txt</code>, then find <code>sha256sum sha256sum.txt</code> in the quote's report_data; or run <code>verifycli domain https://DOMAIN</code>.</p>
-<table>
-<tr><th>file</th><th>size</th><th>sha256</th></tr>
-{{range .Files}}<tr><td><a href="{{.URL}}">{{.Name}}</a></td><td>{{.Size}}</td><td><code>{{.SHA256}}</code></td></tr>
-{{end}}</table>
-</body></html>
-`))
-
 func (h *Handler) serveIndex(w http.ResponseWriter, r *http.Request, b *Bundle) {
-	var idx Index
-	for _, n := range b.names {
-		d := b.digests[n]
-		idx.Files = append(idx.Files, IndexEntry{
-			Name:   n,
-			Size:   len(b.files[n]),
-			SHA256: hex.EncodeToString(d[:]),
-			URL:    Prefix + "/" + url.PathEscape(n),
-		})
-	}
+	pd := h.page.get(b)
 	var body bytes.Buffer
 	ctype := "text/html; charset=utf-8"
 	if wantsJSON(r.Header.Get("Accept")) {
 		ctype = "application/json"
 		enc := json.NewEncoder(&body)
 		enc.SetIndent("", "  ")
-		enc.Encode(idx)
-	} else if err := indexPage.Execute(&body, idx); err != nil {
+		enc.Encode(Index{Files: pd.Files})
+	} else if err := indexPage.Execute(&body, page{pageData: pd, Host: r.Host, Live: h.quoter != nil}); err != nil {
 		http.Error(w, "rendering index", http.StatusInternalServerError)
 		return
 	}
