@@ -176,14 +176,22 @@ func runGateway(ctx context.Context, o *options, arg string) (*result, error) {
 	avo := vo
 	avo.ReportData = gatewayReportData(acmeAccountPrefix, []byte(ai.AccountURI))
 	var acct []checkT
-	if ai.AccountQuote == "" {
-		acct = []checkT{{Name: evidence.CheckQuoteJSON, Status: fail, Detail: "acme-info has no account_quote", Hint: "nothing binds the ACME account to a TEE"}}
-	} else {
+	switch {
+	case ai.AccountQuote != "":
 		acct = evidence.VerifyQuote([]byte(ai.AccountQuote), avo)
+	case ai.AccountAttestation != "":
+		acct = evidence.VerifyDstackAttestation([]byte(ai.AccountAttestation), avo)
+	default:
+		acct = []checkT{{Name: evidence.CheckQuoteJSON, Status: fail, Detail: "acme-info has neither account_quote nor account_attestation",
+			Hint: "nothing binds the ACME account to a TEE"}}
 	}
 	acct = prefixed(prefixAccount, acct)
 	cs = append(cs, acct...)
 	res.identity = identityOf(prefixAccount, acct)
+	if ai.AccountQuote != "" && ai.AccountAttestation != "" {
+		// Both: the attestation is verified too, on its own.
+		cs = append(cs, prefixed(prefixAccount+"attestation.", evidence.VerifyDstackAttestation([]byte(ai.AccountAttestation), avo))...)
+	}
 
 	served := t.leaf().RawSubjectPublicKeyInfo
 	verified := map[[32]byte]bool{}
@@ -199,6 +207,15 @@ func runGateway(ctx context.Context, o *options, arg string) (*result, error) {
 		}
 		kc := keyQuoteCheck(i+1, k, kvo, res.identity)
 		cs = append(cs, kc)
+		if k.Quote != "" && k.Attestation != "" {
+			// Both: the attestation must hold too.
+			att := k
+			att.Quote = ""
+			ac := keyQuoteCheck(i+1, att, kvo, res.identity)
+			ac.Name = fmt.Sprintf("%s:%d", checkKeyAttestation, i+1)
+			cs = append(cs, ac)
+			kc.Status = worst([]checkT{kc, ac})
+		}
 		if kc.Status != fail {
 			verified[sha256.Sum256(k.spki)] = true
 		}
@@ -237,12 +254,17 @@ func runGateway(ctx context.Context, o *options, arg string) (*result, error) {
 func keyQuoteCheck(n int, k quotedKey, vo evidence.VerifyOptions, account *report.Identity) checkT {
 	fp := sha256.Sum256(k.spki)
 	c := checkT{Name: fmt.Sprintf("%s:%d", checkKeyQuote, n), Want: "report_data SHA-512(\"zt-cert:\" || key), a valid quote"}
-	if k.Quote == "" {
-		c.Status, c.Got, c.Detail = fail, "spki sha256 "+hex.EncodeToString(fp[:]), "the key has no quote"
+	var qcs []checkT
+	switch {
+	case k.Quote != "":
+		qcs = evidence.VerifyQuote([]byte(k.Quote), vo)
+	case k.Attestation != "":
+		qcs = evidence.VerifyDstackAttestation([]byte(k.Attestation), vo)
+	default:
+		c.Status, c.Got, c.Detail = fail, "spki sha256 "+hex.EncodeToString(fp[:]), "the key has neither a quote nor an attestation"
 		c.Hint = "nothing shows this key was generated in a TEE"
 		return c
 	}
-	qcs := evidence.VerifyQuote([]byte(k.Quote), vo)
 	id := identityOf("", qcs)
 	c.Got = "spki sha256 " + hex.EncodeToString(fp[:])
 	if id != nil {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"crypto/tls"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -245,5 +247,93 @@ func TestGatewayWarnings(t *testing.T) {
 		if c := r.check(t, name); c.Status != "warn" || c.Hint == "" {
 			t.Errorf("%s: %+v, want a warning with a hint", name, c)
 		}
+	}
+}
+
+// dstackAttestationFor is what newer gateways publish instead of a quote: the
+// simulator's quote for rd in dstack's attestation encoding (SCALE V0,
+// dstack-tdx), hex, as dstack-attest writes it.
+func dstackAttestationFor(t testing.TB, sim *agentsim.Simulator, rd [64]byte) string {
+	t.Helper()
+	var q struct {
+		Quote, EventLog, ReportData, VMConfig string
+	}
+	raw := quoteFor(t, sim, rd)
+	var m map[string]string
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	q.Quote, q.EventLog, q.ReportData, q.VMConfig = m["quote"], m["event_log"], m["report_data"], m["vm_config"]
+	var events []struct {
+		IMR       uint32 `json:"imr"`
+		EventType uint32 `json:"event_type"`
+		Digest    string `json:"digest"`
+		Event     string `json:"event"`
+		Payload   string `json:"event_payload"`
+	}
+	if err := json.Unmarshal([]byte(q.EventLog), &events); err != nil {
+		t.Fatal(err)
+	}
+	var b []byte
+	compact := func(n int) {
+		switch {
+		case n < 1<<6:
+			b = append(b, byte(n<<2))
+		case n < 1<<14:
+			b = binary.LittleEndian.AppendUint16(b, uint16(n<<2|1))
+		default:
+			b = binary.LittleEndian.AppendUint32(b, uint32(n<<2|2))
+		}
+	}
+	bytesOf := func(p []byte) { compact(len(p)); b = append(b, p...) }
+	unhex := func(s string) []byte { d, _ := hex.DecodeString(s); return d }
+	b = append(b, 0, 0) // V0, DstackTdx
+	bytesOf(unhex(q.Quote))
+	compact(len(events))
+	for _, e := range events {
+		b = binary.LittleEndian.AppendUint32(b, e.IMR)
+		b = binary.LittleEndian.AppendUint32(b, e.EventType)
+		bytesOf(unhex(e.Digest))
+		bytesOf([]byte(e.Event))
+		bytesOf(unhex(e.Payload))
+	}
+	compact(0) // runtime events: the TDX log has them
+	rdb := make([]byte, 64)
+	copy(rdb, unhex(q.ReportData))
+	b = append(b, rdb...)
+	bytesOf([]byte(q.VMConfig))
+	return hex.EncodeToString(b)
+}
+
+// TestGatewayAttestationsOnly: a newer gateway whose acme-info carries only
+// dstack attestations (account_attestation, quoted_hist_keys[].attestation)
+// verifies; an attestation that binds another key fails that key and the
+// served-key check.
+func TestGatewayAttestationsOnly(t *testing.T) {
+	w := newGatewayWorld(t, false)
+	w.info["account_quote"] = ""
+	w.info["account_attestation"] = dstackAttestationFor(t, w.sim, rd64(gatewayReportData(acmeAccountPrefix, []byte(gwAccountURI))))
+	for i, c := range []issued{w.cert, w.old} {
+		k := w.info["quoted_hist_keys"].([]any)[i].(map[string]any)
+		k["quote"] = ""
+		k["attestation"] = dstackAttestationFor(t, w.sim, rd64(gatewayReportData(ztCertPrefix, c.leaf.RawSubjectPublicKeyInfo)))
+	}
+	r := runCLI(t, w.args("--app-id", hexOf(w.sim.AppID()))...)
+	if r.code != 0 || r.report.Summary.Fail != 0 {
+		t.Fatalf("exit %d, want 0:\n%s", r.code, r.dump())
+	}
+	for _, name := range []string{prefixAccount + evidence.CheckAttestationFormat, prefixAccount + evidence.CheckQuoteSignature,
+		prefixAccount + evidence.CheckReportData, prefixAccount + evidence.CheckAppID, checkKeyQuote + ":1", checkServedKey} {
+		if c := r.check(t, name); c.Status != "pass" {
+			t.Errorf("%s: %s (%s), want pass", name, c.Status, c.Detail)
+		}
+	}
+	// The served key's attestation made for the other key.
+	w.mu.Lock()
+	w.info["quoted_hist_keys"].([]any)[0].(map[string]any)["attestation"] = dstackAttestationFor(t, w.sim, rd64(gatewayReportData(ztCertPrefix, w.old.leaf.RawSubjectPublicKeyInfo)))
+	w.mu.Unlock()
+	r = runCLI(t, w.args("--app-id", hexOf(w.sim.AppID()))...)
+	if r.code != 1 || !slices.Contains(r.failed(), checkKeyQuote+":1") || !slices.Contains(r.failed(), checkServedKey) {
+		t.Fatalf("exit %d, failed %q; want key 1 and the served key to fail:\n%s", r.code, r.failed(), r.dump())
 	}
 }
