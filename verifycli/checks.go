@@ -33,7 +33,7 @@ const (
 	checkIdentityCompared = "identity.compared"  // --strict: some identity value matched an expected one
 	checkAcmeInfo         = "gateway.acme_info"  // /.dstack/acme-info parses
 	checkKeyQuote         = "gateway.key_quote"  // ":<n>": a quoted key's quote binds it and verifies
-	checkKeyAttestation   = "key.attestation"    // ":<n>": a key's dstack attestation, when it has a quote too
+	checkKeyAttestation   = "gateway.key_attestation" // ":<n>": a key's dstack attestation, when it has a quote too
 	checkServedKey        = "gateway.served_key" // the served key is a quoted key
 	checkHistKeys         = "gateway.hist_keys"  // older format: every hist_key has a quote
 	checkActiveCert       = "gateway.active_cert"
@@ -44,6 +44,7 @@ const (
 const (
 	prefixLive    = "live."
 	prefixAccount = "account."
+	prefixRATLS   = "ratls."
 )
 
 // prefixed renames checks with a prefix.

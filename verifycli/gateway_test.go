@@ -2,7 +2,6 @@ package main
 
 import (
 	"crypto/tls"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
@@ -250,59 +249,19 @@ func TestGatewayWarnings(t *testing.T) {
 	}
 }
 
-// dstackAttestationFor is what newer gateways publish instead of a quote: the
-// simulator's quote for rd in dstack's attestation encoding (SCALE V0,
-// dstack-tdx), hex, as dstack-attest writes it.
+// dstackAttestationFor is what newer gateways publish instead of a quote:
+// the simulator's quote for rd in dstack's attestation encoding, hex.
 func dstackAttestationFor(t testing.TB, sim *agentsim.Simulator, rd [64]byte) string {
 	t.Helper()
-	var q struct {
-		Quote, EventLog, ReportData, VMConfig string
-	}
-	raw := quoteFor(t, sim, rd)
-	var m map[string]string
-	if err := json.Unmarshal(raw, &m); err != nil {
+	q, err := evidence.ParseQuoteJSON(quoteFor(t, sim, rd))
+	if err != nil {
 		t.Fatal(err)
 	}
-	q.Quote, q.EventLog, q.ReportData, q.VMConfig = m["quote"], m["event_log"], m["report_data"], m["vm_config"]
-	var events []struct {
-		IMR       uint32 `json:"imr"`
-		EventType uint32 `json:"event_type"`
-		Digest    string `json:"digest"`
-		Event     string `json:"event"`
-		Payload   string `json:"event_payload"`
-	}
-	if err := json.Unmarshal([]byte(q.EventLog), &events); err != nil {
+	att, err := evidence.EncodeDstackAttestation(q)
+	if err != nil {
 		t.Fatal(err)
 	}
-	var b []byte
-	compact := func(n int) {
-		switch {
-		case n < 1<<6:
-			b = append(b, byte(n<<2))
-		case n < 1<<14:
-			b = binary.LittleEndian.AppendUint16(b, uint16(n<<2|1))
-		default:
-			b = binary.LittleEndian.AppendUint32(b, uint32(n<<2|2))
-		}
-	}
-	bytesOf := func(p []byte) { compact(len(p)); b = append(b, p...) }
-	unhex := func(s string) []byte { d, _ := hex.DecodeString(s); return d }
-	b = append(b, 0, 0) // V0, DstackTdx
-	bytesOf(unhex(q.Quote))
-	compact(len(events))
-	for _, e := range events {
-		b = binary.LittleEndian.AppendUint32(b, e.IMR)
-		b = binary.LittleEndian.AppendUint32(b, e.EventType)
-		bytesOf(unhex(e.Digest))
-		bytesOf([]byte(e.Event))
-		bytesOf(unhex(e.Payload))
-	}
-	compact(0) // runtime events: the TDX log has them
-	rdb := make([]byte, 64)
-	copy(rdb, unhex(q.ReportData))
-	b = append(b, rdb...)
-	bytesOf([]byte(q.VMConfig))
-	return hex.EncodeToString(b)
+	return hex.EncodeToString(att)
 }
 
 // TestGatewayAttestationsOnly: a newer gateway whose acme-info carries only

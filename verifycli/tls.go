@@ -27,14 +27,29 @@ func runTLS(ctx context.Context, o *options, arg string) (*result, error) {
 		return nil, fmt.Errorf("generating a nonce: %w", err)
 	}
 	cs := []checkT{t.tlsConnectCheck()}
+	vo := o.verifyOptions()
+	res := &result{certificate: certificateReport(t.leaf())}
+	raTLS := evidence.IsRATLS(t.leaf())
+	if raTLS {
+		// dstack's RA-TLS: the evidence is in the certificate itself.
+		rcs := evidence.VerifyRATLS(t.leaf(), vo)
+		cs = append(cs, rcs[0])
+		cs = append(cs, prefixed(prefixRATLS, rcs[1:])...)
+		res.identity = identityOf(prefixRATLS, cs)
+	}
 	path := evidence.AttestationPath + "?nonce=" + hex.EncodeToString(nonce[:])
 	body, status, _, err := t.get(ctx, path, "")
 	if err != nil {
 		return nil, err
 	}
 	nc := checkT{Name: checkAttestationGet, Want: hex.EncodeToString(nonce[:])}
-	vo := o.verifyOptions()
-	res := &result{certificate: certificateReport(t.leaf())}
+	switch {
+	case status == http.StatusNotFound && raTLS:
+		// An RA-TLS server of dstack's own serves no /attestation: the
+		// handshake carried everything, bound to the certificate's key.
+		res.checks = cs
+		return res, nil
+	}
 	switch status {
 	case http.StatusOK:
 		nc.Status, nc.Got, nc.Detail = pass, nc.Want, "the server answered an attestation for a fresh nonce"
@@ -60,6 +75,8 @@ func runTLS(ctx context.Context, o *options, arg string) (*result, error) {
 	cs = append(cs, nc)
 	cs = append(cs, evidence.VerifyAttestation(body, t.leaf().Raw, vo)...)
 	res.checks = cs
-	res.identity = identityOf("", cs)
+	if id := identityOf("", cs); id != nil || !raTLS {
+		res.identity = id
+	}
 	return res, nil
 }

@@ -1,10 +1,17 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/hex"
 	"encoding/json"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -12,6 +19,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/tee-ingress/tee-ingress/evidence"
 	"github.com/tee-ingress/tee-ingress/evidence/agent"
@@ -172,4 +180,84 @@ func attestationFor(t testing.TB, s *agentsim.Simulator, fp, nonce [32]byte) []b
 	b, _ := json.Marshal(evidence.Attestation{CertFingerprint: hex.EncodeToString(fp[:]), Quote: hex.EncodeToString(q.Quote),
 		EventLog: q.EventLog, ReportData: hex.EncodeToString(rd[:]), VMConfig: q.VMConfig})
 	return b
+}
+
+// raTLSCert is a self-signed certificate in dstack's RA-TLS form for key's
+// public key, carrying the simulator's attestation over boundSPKI's
+// report_data (the certificate's own SPKI when nil), or only the extensions
+// extra when given.
+func raTLSCert(t *testing.T, sim *agentsim.Simulator, boundSPKI []byte, extra ...pkix.Extension) tls.Certificate {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	spki, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if boundSPKI == nil {
+		boundSPKI = spki
+	}
+	exts := extra
+	if exts == nil {
+		q, err := evidence.ParseQuoteJSON(quoteFor(t, sim, evidence.RATLSReportData(boundSPKI)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		att, err := evidence.EncodeDstackAttestation(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ext, err := evidence.RATLSExtension(att)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exts = []pkix.Extension{ext}
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(9), Subject: pkix.Name{CommonName: "RA-TLS"}, DNSNames: []string{"tee.example.test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtraExtensions: exts}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}
+
+// TestTLSRATLS: a server presenting a dstack RA-TLS certificate is verified
+// from the handshake alone (it serves no /attestation); a certificate whose
+// attestation binds another key, or that lost its attestation extension,
+// fails the check that names it.
+func TestTLSRATLS(t *testing.T) {
+	sim := newSimulator(t, worldSeed)
+	root := writeFile(t, t.TempDir(), "sim-root.pem", sim.RootPEM())
+	serve := func(t *testing.T, c tls.Certificate) string {
+		srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+		srv.TLS = &tls.Config{Certificates: []tls.Certificate{c}}
+		srv.StartTLS()
+		t.Cleanup(srv.Close)
+		return srv.Listener.Addr().String()
+	}
+	otherKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	otherSPKI, _ := x509.MarshalPKIXPublicKey(&otherKey.PublicKey)
+	appID, _ := asn1.Marshal([]byte("app"))
+	for _, tc := range []struct {
+		name   string
+		cert   tls.Certificate
+		failed []string
+	}{
+		{"genuine", raTLSCert(t, sim, nil), nil},
+		{"the attestation binds another key", raTLSCert(t, sim, otherSPKI), []string{prefixRATLS + evidence.CheckReportData}},
+		{"the attestation extension removed", raTLSCert(t, sim, nil, pkix.Extension{Id: evidence.OIDRATLSAppID, Value: appID}), []string{evidence.CheckRATLS}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := serve(t, tc.cert)
+			r := runCLI(t, "tls", "https://"+addr, "--json", "--tdx-root", root, "--app-id", hexOf(sim.AppID()))
+			if tc.failed == nil {
+				if r.code != 0 || r.check(t, evidence.CheckRATLS).Status != "pass" || r.check(t, prefixRATLS+evidence.CheckQuoteSignature).Status != "pass" ||
+					r.check(t, prefixRATLS+evidence.CheckAppID).Status != "pass" {
+					t.Fatalf("exit %d:\n%s", r.code, r.dump())
+				}
+				return
+			}
+			if r.code != 1 || !slices.Equal(r.failed(), tc.failed) {
+				t.Fatalf("exit %d, failed %q; want %q:\n%s", r.code, r.failed(), tc.failed, r.dump())
+			}
+		})
+	}
 }

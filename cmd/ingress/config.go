@@ -83,6 +83,8 @@ type Config struct {
 	// what they hold, loaded during validation.
 	CertFile, KeyFile string
 	StaticCert        *tls.Certificate
+	// RATLS: the self-signed certificate is dstack's RA-TLS form.
+	RATLS bool
 
 	// Challenge is dns-01 or tls-alpn-01.
 	Challenge acme.ChallengeType
@@ -202,6 +204,7 @@ var groups = []struct {
 	}},
 	{"Certificates", []option{
 		{flag: "cert-source", env: "CERT_SOURCE", def: "acme", arg: "SRC", help: "acme, static (--cert/--key) or self-signed (attested, GET /attestation)"},
+		{flag: "self-signed-format", env: "SELF_SIGNED_FORMAT", def: "plain", arg: "FMT", help: "self-signed: plain (attested through GET /attestation), or ra-tls (dstack's RA-TLS: the attestation in the certificate, OID 1.3.6.1.4.1.62397.1.8; /attestation too)"},
 		{flag: "cert", env: "CERT_FILE", arg: "FILE", help: "static: certificate chain, PEM, leaf first"},
 		{flag: "key", env: "KEY_FILE", arg: "FILE", help: "static: private key, PEM"},
 		{flag: "challenge", env: "CHALLENGE_TYPE", def: "dns-01", arg: "TYPE", help: "dns-01 or tls-alpn-01 (answered on the listen port; no wildcards)"},
@@ -768,7 +771,18 @@ func parseCerts(s *settings, c *Config) error {
 		if c.CertFile != "" || c.KeyFile != "" {
 			return configErrorf("--cert/--key are for CERT_SOURCE=static; CERT_SOURCE=self-signed generates its key inside the TEE")
 		}
+		f, fsrc := s.get("self-signed-format")
+		switch strings.ToLower(f) {
+		case "plain":
+		case "ra-tls":
+			c.RATLS = true
+		default:
+			return bad(fsrc, f, "plain or ra-tls")
+		}
 		return rejectACMEOnly(s, c)
+	}
+	if f, fsrc := s.get("self-signed-format"); !strings.EqualFold(f, "plain") {
+		return configErrorf("%s=%s needs CERT_SOURCE=self-signed (CERT_SOURCE is %s)", fsrc, f, c.CertSource)
 	}
 	if c.CertFile != "" || c.KeyFile != "" {
 		return configErrorf("--cert/--key need CERT_SOURCE=static (CERT_SOURCE is %s)", c.CertSource)

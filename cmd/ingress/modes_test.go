@@ -17,6 +17,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/tee-ingress/tee-ingress/evidence"
 	"github.com/tee-ingress/tee-ingress/internal/acmeca"
 	"github.com/tee-ingress/tee-ingress/internal/agentsim"
 	"github.com/tee-ingress/tee-ingress/internal/dnsserver"
@@ -89,6 +90,38 @@ func testSelfSigned(t *testing.T, mode string) {
 		t.Fatalf("metrics:\n%s", m)
 	}
 	c.CloseIdleConnections()
+	if code := p.stop(); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
+
+// TestSelfSignedRATLS: SELF_SIGNED_FORMAT=ra-tls serves dstack's RA-TLS
+// form: verifycli tls verifies it from the handshake, and /attestation,
+// which it still serves.
+func TestSelfSignedRATLS(t *testing.T) {
+	bin, verifycli := binaries(t)
+	sim, sock, root := newSim(t)
+	be := newBackend(t, "app")
+	p := startIngress(t, bin, map[string]string{"CERT_SOURCE": "self-signed", "SELF_SIGNED_FORMAT": "ra-tls", "TARGET_ENDPOINT": be.addr,
+		"DSTACK_SIMULATOR_ENDPOINT": sock, "PROXY_MODE": "http"}, "--listen", "127.0.0.1:0")
+	addr := p.addr()
+	p.waitReady()
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := c.ConnectionState().PeerCertificates[0]
+	c.Close()
+	if !evidence.IsRATLS(leaf) {
+		t.Fatal("the served certificate has no RA-TLS extension")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, verifycli, "tls", "https://"+addr, "--tdx-root", root, "--app-id", hex.EncodeToString(sim.AppID())).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "result: PASS") || !strings.Contains(string(out), "PASS  ratls.extension") ||
+		!strings.Contains(string(out), "PASS  ratls.quote.report_data") || !strings.Contains(string(out), "PASS  attestation.fingerprint") {
+		t.Fatalf("verifycli tls on the RA-TLS form: %v\n%s", err, out)
+	}
 	if code := p.stop(); code != 0 {
 		t.Fatalf("exit %d", code)
 	}

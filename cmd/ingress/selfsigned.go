@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"fmt"
 	"math/big"
 	"time"
@@ -33,6 +34,12 @@ func newSelfSigned(names []string, now time.Time) (*tls.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generating the self-signed key: %w", err)
 	}
+	return selfSignedCert(key, names, now, nil)
+}
+
+// selfSignedCert makes the self-signed certificate of key, with extra
+// extensions (RA-TLS evidence).
+func selfSignedCert(key *ecdsa.PrivateKey, names []string, now time.Time, exts []pkix.Extension) (*tls.Certificate, error) {
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
 		return nil, fmt.Errorf("generating a serial number: %w", err)
@@ -41,13 +48,14 @@ func newSelfSigned(names []string, now time.Time) (*tls.Certificate, error) {
 		names = []string{selfSignedName}
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: names[0], Organization: []string{"tee-ingress attested self-signed"}},
-		DNSNames:     names,
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(selfSignedLifetime),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		SerialNumber:    serial,
+		Subject:         pkix.Name{CommonName: names[0], Organization: []string{"tee-ingress attested self-signed"}},
+		DNSNames:        names,
+		NotBefore:       now.Add(-time.Hour),
+		NotAfter:        now.Add(selfSignedLifetime),
+		KeyUsage:        x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtraExtensions: exts,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
@@ -58,6 +66,32 @@ func newSelfSigned(names []string, now time.Time) (*tls.Certificate, error) {
 		return nil, err
 	}
 	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// raTLSCert remakes the self-signed certificate in dstack's RA-TLS form:
+// the same key, and a quote over SHA-512("ratls-cert:" || its public key)
+// in the certificate, as a dstack attestation (OID 1.3.6.1.4.1.62397.1.8).
+// It is built here rather than asked of the agent's GetTlsKey: the key is
+// made and kept by this process, like the plain form's, and the
+// certificate stays self-signed, so pinning it means the same in both forms.
+func raTLSCert(ctx context.Context, q evidence.Quoter, cur *tls.Certificate, now time.Time) (*tls.Certificate, error) {
+	key, ok := cur.PrivateKey.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("RA-TLS: the self-signed key is a %T, not ECDSA", cur.PrivateKey)
+	}
+	quote, err := q.Quote(ctx, evidence.RATLSReportData(cur.Leaf.RawSubjectPublicKeyInfo))
+	if err != nil {
+		return nil, fmt.Errorf("RA-TLS: quoting the certificate's key: %w", err)
+	}
+	att, err := evidence.EncodeDstackAttestation(quote)
+	if err != nil {
+		return nil, fmt.Errorf("RA-TLS: %w", err)
+	}
+	ext, err := evidence.RATLSExtension(att)
+	if err != nil {
+		return nil, fmt.Errorf("RA-TLS: %w", err)
+	}
+	return selfSignedCert(key, cur.Leaf.DNSNames, now, []pkix.Extension{ext})
 }
 
 // fingerprint is what /attestation binds: SHA-256 of the leaf's DER.
@@ -78,6 +112,20 @@ func (d *daemon) identifySelfSigned(ctx context.Context) error {
 			"compose_hash", fmt.Sprintf("%x", info.ComposeHash), "agent", a.Endpoint())
 	}
 	d.warnSimulator(a)
+	if d.cfg.RATLS {
+		cert, err := raTLSCert(ctx, a, d.selfSigned, time.Now())
+		if err != nil {
+			return err
+		}
+		if err := d.store.Set(cert.Leaf.DNSNames[0], map[string]*tls.Certificate{cert.Leaf.DNSNames[0]: cert}); err != nil {
+			return err
+		}
+		d.mu.Lock()
+		d.selfSigned = cert
+		d.mu.Unlock()
+		fp := fingerprint(cert.Leaf.Raw)
+		d.log.Info("serving the RA-TLS certificate: the attestation is in it", "sha256", hex.EncodeToString(fp[:]))
+	}
 	h, err := evidence.NewAttestationHandler(evidence.AttestationConfig{Quoter: a, CertDER: d.selfSigned.Leaf.Raw, Logger: d.log.With("component", "attestation")})
 	if err != nil {
 		return err
