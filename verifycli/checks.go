@@ -21,21 +21,21 @@ const (
 // Names of the checks verifycli adds to evidence's. Stable: scripts and the
 // JSON report rely on them.
 const (
-	checkTLSConnect       = "tls.connect"        // the handshake; Got is the served leaf's SHA-256
-	checkTLSChain         = "tls.chain"          // the served chain is valid for the name (WebPKI + --ca-file)
-	checkTLSPinned        = "tls.pinned"         // every connection presented the first one's certificate
-	checkTLSLeafBundle    = "tls.leaf_in_bundle" // the served leaf is the bundle's certificate for the name
-	checkLiveQuote        = "live.quote"         // a live quote was offered for the nonce
-	checkCAA              = "dns.caa"            // the CAA set pins the account and methods
-	checkCTQuery          = "ct.query"           // the CT API answered
-	checkCTCertificates   = "ct.certificates"    // every unexpired certificate in CT is accounted for
-	checkAttestationGet   = "attestation.nonce"  // /attestation answered for a fresh nonce
-	checkIdentityCompared = "identity.compared"  // --strict: some identity value matched an expected one
-	checkAcmeInfo         = "gateway.acme_info"  // /.dstack/acme-info parses
-	checkKeyQuote         = "gateway.key_quote"  // ":<n>": a quoted key's quote binds it and verifies
+	checkTLSConnect       = "tls.connect"             // the handshake; Got is the served leaf's SHA-256
+	checkTLSChain         = "tls.chain"               // the served chain is valid for the name (WebPKI + --ca-file)
+	checkTLSPinned        = "tls.pinned"              // every connection presented the first one's certificate
+	checkTLSLeafBundle    = "tls.leaf_in_bundle"      // the served leaf is the bundle's certificate for the name
+	checkLiveQuote        = "live.quote"              // a live quote was offered for the nonce
+	checkCAA              = "dns.caa"                 // the CAA set pins the account and methods
+	checkCTQuery          = "ct.query"                // the CT API answered
+	checkCTCertificates   = "ct.certificates"         // every unexpired certificate in CT is accounted for
+	checkAttestationGet   = "attestation.nonce"       // /attestation answered for a fresh nonce
+	checkIdentityCompared = "identity.compared"       // --strict: some identity value matched an expected one
+	checkAcmeInfo         = "gateway.acme_info"       // /.dstack/acme-info parses
+	checkKeyQuote         = "gateway.key_quote"       // ":<n>": a quoted key's quote binds it and verifies
 	checkKeyAttestation   = "gateway.key_attestation" // ":<n>": a key's dstack attestation, when it has a quote too
-	checkServedKey        = "gateway.served_key" // the served key is a quoted key
-	checkHistKeys         = "gateway.hist_keys"  // older format: every hist_key has a quote
+	checkServedKey        = "gateway.served_key"      // the served key is a quoted key
+	checkHistKeys         = "gateway.hist_keys"       // older format: every hist_key has a quote
 	checkActiveCert       = "gateway.active_cert"
 	checkAppInfo          = "gateway.app_info" // /.dstack/app-info against the quoted identity
 )
