@@ -23,6 +23,7 @@ import (
 
 	"github.com/tee-ingress/tee-ingress/evidence"
 	"github.com/tee-ingress/tee-ingress/evidence/agent"
+	"github.com/tee-ingress/tee-ingress/evidence/dstackfmt"
 	"github.com/tee-ingress/tee-ingress/internal/agentsim"
 )
 
@@ -243,7 +244,7 @@ func TestTLSRATLS(t *testing.T) {
 	}{
 		{"genuine", raTLSCert(t, sim, nil), nil},
 		{"the attestation binds another key", raTLSCert(t, sim, otherSPKI), []string{prefixRATLS + evidence.CheckReportData}},
-		{"the attestation extension removed", raTLSCert(t, sim, nil, pkix.Extension{Id: evidence.OIDRATLSAppID, Value: appID}), []string{evidence.CheckRATLS}},
+		{"the attestation extension removed", raTLSCert(t, sim, nil, pkix.Extension{Id: dstackfmt.OIDAppID, Value: appID}), []string{evidence.CheckRATLS}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr := serve(t, tc.cert)

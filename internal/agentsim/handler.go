@@ -17,6 +17,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/tee-ingress/tee-ingress/evidence/dstackfmt"
 )
 
 // maxRequestBody bounds request bodies; real requests are a few hundred bytes.
@@ -409,8 +411,10 @@ func (s *Simulator) makeAppCA() error {
 }
 
 // getTLSKey makes a fresh P-256 key per call, as the agent does, with a
-// certificate from the app CA. usage_ra_tls and with_app_info are accepted
-// but add no quote or app-info extension.
+// certificate from the app CA. With usage_ra_tls the certificate carries a
+// quote over SHA-512("ratls-cert:" || its public key) as a dstack
+// attestation (OID 1.3.6.1.4.1.62397.1.8), as dstack's agent writes it;
+// with_app_info is accepted but adds no app-info extension.
 func (s *Simulator) getTLSKey(b []byte) (any, error) {
 	args, err := decodeTLSKeyArgs(b)
 	if err != nil {
@@ -451,6 +455,13 @@ func (s *Simulator) getTLSKey(b []byte) (any, error) {
 	if args.UsageClientAuth {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
 	}
+	if args.UsageRATLS {
+		ext, err := s.raTLSExtension(&key.PublicKey)
+		if err != nil {
+			return nil, err
+		}
+		tmpl.ExtraExtensions = append(tmpl.ExtraExtensions, ext)
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, s.appCA, &key.PublicKey, s.appCAKey)
 	if err != nil {
 		return nil, fmt.Errorf("issuing the TLS certificate: %w", err)
@@ -469,4 +480,23 @@ func (s *Simulator) getTLSKey(b []byte) (any, error) {
 			string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.appCA.Raw})),
 		},
 	}, nil
+}
+
+// raTLSExtension is the attestation extension of an RA-TLS certificate for
+// pub.
+func (s *Simulator) raTLSExtension(pub *ecdsa.PublicKey) (pkix.Extension, error) {
+	spki, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return pkix.Extension{}, err
+	}
+	rd := dstackfmt.RATLSReportData(spki)
+	quote, log, err := s.quote(rd)
+	if err != nil {
+		return pkix.Extension{}, fmt.Errorf("quoting the RA-TLS key: %w", err)
+	}
+	events, err := dstackfmt.EventsFromJSON(log)
+	if err != nil {
+		return pkix.Extension{}, err
+	}
+	return dstackfmt.Extension(dstackfmt.OIDAttestation, dstackfmt.Encode(&dstackfmt.Attestation{Quote: quote, Events: events, ReportData: rd}))
 }

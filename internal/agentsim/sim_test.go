@@ -24,6 +24,8 @@ import (
 	"github.com/Dstack-TEE/dstack/sdk/go/dstack"
 	"github.com/google/go-tdx-guest/abi"
 	"github.com/google/go-tdx-guest/verify"
+
+	"github.com/tee-ingress/tee-ingress/evidence"
 )
 
 var testSeed = []byte("agentsim test seed, 32 bytes ok!")
@@ -765,4 +767,34 @@ func FuzzDecodeArgs(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestGetTLSKeyRATLS: GetTlsKey with usage_ra_tls, through dstack's own SDK,
+// gives a certificate in dstack's RA-TLS form that the verifier's RA-TLS
+// check passes under the simulator's root, bound to its key.
+func TestGetTLSKeyRATLS(t *testing.T) {
+	s := newSim(t, Config{Stripped: true})
+	sock := socketPath(t, "dstack.sock")
+	if err := s.Serve(sock); err != nil {
+		t.Fatal(err)
+	}
+	c := dstack.NewDstackClient(dstack.WithEndpoint(sock), dstack.WithLogger(slog.New(slog.DiscardHandler)))
+	k, err := c.GetTlsKey(context.Background(), dstack.WithSubject("app.example"), dstack.WithUsageRaTls(true))
+	if err != nil {
+		t.Fatalf("GetTlsKey: %v", err)
+	}
+	leaf := parsePEMCert(t, k.CertificateChain[0])
+	if !evidence.IsRATLS(leaf) {
+		t.Fatal("usage_ra_tls gave a certificate without the RA-TLS extension")
+	}
+	cs := evidence.VerifyRATLS(leaf, evidence.VerifyOptions{TrustedRootsPEM: s.RootPEM()})
+	for _, ch := range cs {
+		if ch.Status == evidence.Fail {
+			t.Errorf("%s failed: %s", ch.Name, ch.Detail)
+		}
+	}
+	plain, err := c.GetTlsKey(context.Background(), dstack.WithSubject("app.example"))
+	if err != nil || evidence.IsRATLS(parsePEMCert(t, plain.CertificateChain[0])) {
+		t.Fatalf("without usage_ra_tls: %v, or an RA-TLS extension anyway", err)
+	}
 }
