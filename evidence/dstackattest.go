@@ -58,7 +58,6 @@ func EncodeDstackAttestation(q *Quote) ([]byte, error) {
 	return dstackfmt.Encode(a), nil
 }
 
-
 // CheckAttestationFormat is the check that a dstack attestation decodes.
 const CheckAttestationFormat = "dstack_attestation.format"
 
