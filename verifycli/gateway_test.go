@@ -270,6 +270,7 @@ func dstackAttestationFor(t testing.TB, sim *agentsim.Simulator, rd [64]byte) st
 // served-key check.
 func TestGatewayAttestationsOnly(t *testing.T) {
 	w := newGatewayWorld(t, false)
+	w.mu.Lock() // the server reads info under mu
 	w.info["account_quote"] = ""
 	w.info["account_attestation"] = dstackAttestationFor(t, w.sim, rd64(gatewayReportData(acmeAccountPrefix, []byte(gwAccountURI))))
 	for i, c := range []issued{w.cert, w.old} {
@@ -277,6 +278,7 @@ func TestGatewayAttestationsOnly(t *testing.T) {
 		k["quote"] = ""
 		k["attestation"] = dstackAttestationFor(t, w.sim, rd64(gatewayReportData(ztCertPrefix, c.leaf.RawSubjectPublicKeyInfo)))
 	}
+	w.mu.Unlock()
 	r := runCLI(t, w.args("--app-id", hexOf(w.sim.AppID()))...)
 	if r.code != 0 || r.report.Summary.Fail != 0 {
 		t.Fatalf("exit %d, want 0:\n%s", r.code, r.dump())
