@@ -1,11 +1,23 @@
 package evidence
 
 import (
+	"bytes"
+	"compress/gzip"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"math/big"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/tee-ingress/tee-ingress/evidence/dstackfmt"
+	"github.com/tee-ingress/tee-ingress/internal/agentsim"
 )
 
 // attestationFixture is the hex attestation of the real dstack fixture.
@@ -96,4 +108,68 @@ func FuzzQuoteJSONFromAttestation(f *testing.F) {
 			t.Fatalf("accepted %x, but its quote JSON does not parse: %v", in, err)
 		}
 	})
+}
+
+// legacyRATLSCert is a certificate in dstack's older RA-TLS form: the raw
+// quote in .1 and the event log in .2 (as given), bound to its own key.
+func legacyRATLSCert(t *testing.T, s *agentsim.Simulator, eventLog func(string) []byte) *x509.Certificate {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	spki, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	q, err := ParseQuoteJSON(mustQuote(t, s, RATLSReportData(spki)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	qe, _ := dstackfmt.Extension(dstackfmt.OIDQuote, q.Quote)
+	ee, _ := dstackfmt.Extension(dstackfmt.OIDEventLog, eventLog(q.EventLog))
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtraExtensions: []pkix.Extension{qe, ee}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c
+}
+
+func mustQuote(t *testing.T, s *agentsim.Simulator, rd [64]byte) []byte {
+	t.Helper()
+	b, err := s.QuoteFor(rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// gzipped is v as dstack compresses an event-log extension.
+func gzipped(v []byte) []byte {
+	var b bytes.Buffer
+	b.WriteString("ELGZv1")
+	zw := gzip.NewWriter(&b)
+	zw.Write(v)
+	zw.Close()
+	return b.Bytes()
+}
+
+// TestLegacyRATLS: the older RA-TLS form (quote and event log in their own
+// extensions) verifies with the log plain or compressed as dstack writes it
+// (ELGZv1 + gzip); a compressed log over dstack's limit is refused.
+func TestLegacyRATLS(t *testing.T) {
+	s := newSim(t, true)
+	opts := VerifyOptions{TrustedRootsPEM: s.RootPEM()}
+	for name, enc := range map[string]func(string) []byte{
+		"plain":      func(l string) []byte { return []byte(l) },
+		"compressed": func(l string) []byte { return gzipped([]byte(l)) },
+	} {
+		cs := VerifyRATLS(legacyRATLSCert(t, s, enc), opts)
+		if Failed(cs, false) {
+			t.Fatalf("%s: %v%s", name, failedNames(cs), dumpChecks(cs))
+		}
+		wantStatus(t, cs, CheckReportData, Pass)
+		wantStatus(t, cs, CheckRTMR+"3", Pass)
+	}
+	bomb := legacyRATLSCert(t, s, func(string) []byte { return gzipped(bytes.Repeat([]byte(" "), dstackfmt.MaxEventLog+1)) })
+	if c := checkByName(t, VerifyRATLS(bomb, opts), CheckRATLS); c.Status != Fail || !strings.Contains(c.Detail, "over") {
+		t.Fatalf("a compressed log over the limit: %+v", c)
+	}
 }

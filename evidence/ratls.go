@@ -1,14 +1,11 @@
 package evidence
 
 import (
-	"bytes"
-	"compress/gzip"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 
 	"github.com/tee-ingress/tee-ingress/evidence/dstackfmt"
 )
@@ -50,9 +47,6 @@ func VerifyRATLS(c *x509.Certificate, opts VerifyOptions) []Check {
 	return append([]Check{ext}, VerifyQuote(qj, opts)...)
 }
 
-// maxEventLogExt bounds a decompressed event-log extension, as dstack does.
-const maxEventLogExt = 1 << 20
-
 // legacyRATLSQuote builds the GetQuote form from the .1 and .2 extensions.
 func legacyRATLSQuote(c *x509.Certificate) ([]byte, error) {
 	quote, ok, err := dstackfmt.ExtensionBytes(c, dstackfmt.OIDQuote)
@@ -66,14 +60,8 @@ func legacyRATLSQuote(c *x509.Certificate) ([]byte, error) {
 	if err != nil || !ok {
 		return nil, fmt.Errorf("the certificate has a quote but no event log extension (%s)", dstackfmt.OIDEventLog)
 	}
-	if len(el) > 2 && el[0] == 0x1f && el[1] == 0x8b {
-		zr, err := gzip.NewReader(bytes.NewReader(el))
-		if err != nil {
-			return nil, fmt.Errorf("event log extension: %w", err)
-		}
-		if el, err = io.ReadAll(io.LimitReader(zr, maxEventLogExt+1)); err != nil || len(el) > maxEventLogExt {
-			return nil, fmt.Errorf("event log extension: not gzip, or over %d bytes", maxEventLogExt)
-		}
+	if el, err = dstackfmt.EventLogValue(el); err != nil {
+		return nil, err
 	}
 	tq, err := ParseTDQuote(quote)
 	if err != nil {

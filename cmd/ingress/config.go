@@ -756,6 +756,18 @@ func parseCerts(s *settings, c *Config) error {
 	}
 	c.StateDir = sd
 
+	f, fsrc := s.get("self-signed-format")
+	switch strings.ToLower(f) {
+	case "plain":
+	case "ra-tls":
+		c.RATLS = true
+	default:
+		return bad(fsrc, f, "plain or ra-tls")
+	}
+	if c.RATLS && c.CertSource != sourceSelfSigned {
+		return configErrorf("%s=%s needs CERT_SOURCE=self-signed (CERT_SOURCE is %s)", fsrc, f, c.CertSource)
+	}
+
 	switch c.CertSource {
 	case sourceStatic:
 		if c.CertFile == "" || c.KeyFile == "" {
@@ -771,18 +783,7 @@ func parseCerts(s *settings, c *Config) error {
 		if c.CertFile != "" || c.KeyFile != "" {
 			return configErrorf("--cert/--key are for CERT_SOURCE=static; CERT_SOURCE=self-signed generates its key inside the TEE")
 		}
-		f, fsrc := s.get("self-signed-format")
-		switch strings.ToLower(f) {
-		case "plain":
-		case "ra-tls":
-			c.RATLS = true
-		default:
-			return bad(fsrc, f, "plain or ra-tls")
-		}
 		return rejectACMEOnly(s, c)
-	}
-	if f, fsrc := s.get("self-signed-format"); !strings.EqualFold(f, "plain") {
-		return configErrorf("%s=%s needs CERT_SOURCE=self-signed (CERT_SOURCE is %s)", fsrc, f, c.CertSource)
 	}
 	if c.CertFile != "" || c.KeyFile != "" {
 		return configErrorf("--cert/--key need CERT_SOURCE=static (CERT_SOURCE is %s)", c.CertSource)

@@ -79,6 +79,8 @@ func TestConfigErrorsBinary(t *testing.T) {
 		{"bad UNDERSCORES_IN_HEADERS", map[string]string{"UNDERSCORES_IN_HEADERS": "sometimes"}, nil, []string{"UNDERSCORES_IN_HEADERS=\"sometimes\"", "true or false"}},
 		{"bad SELF_SIGNED_FORMAT", map[string]string{"CERT_SOURCE": "self-signed", "SELF_SIGNED_FORMAT": "x509"}, nil, []string{"SELF_SIGNED_FORMAT=\"x509\"", "plain or ra-tls"}},
 		{"SELF_SIGNED_FORMAT without self-signed", map[string]string{"SELF_SIGNED_FORMAT": "ra-tls"}, nil, []string{"SELF_SIGNED_FORMAT=ra-tls needs CERT_SOURCE=self-signed"}},
+		{"SELF_SIGNED_FORMAT with static", map[string]string{"CERT_SOURCE": "static", "CERT_FILE": "c.pem", "KEY_FILE": "k.pem", "SELF_SIGNED_FORMAT": "ra-tls"}, nil,
+			[]string{"SELF_SIGNED_FORMAT=ra-tls needs CERT_SOURCE=self-signed (CERT_SOURCE is static)"}},
 		{"bad SET_CAA", map[string]string{"SET_CAA": "maybe"}, nil, []string{"SET_CAA=\"maybe\"", "true or false"}},
 		{"bad DOMAIN", map[string]string{"DOMAIN": "app..ingress.test"}, nil, []string{"DOMAIN=\"app..ingress.test\""}},
 		{"bad DOMAINS entry", map[string]string{"DOMAINS": "ok.ingress.test\n-bad-.ingress.test"}, nil, []string{"DOMAINS entry \"-bad-.ingress.test\""}},

@@ -1,11 +1,14 @@
 package dstackfmt
 
 import (
+	"bytes"
+	"compress/gzip"
 	"crypto/sha512"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"fmt"
+	"io"
 )
 
 // dstack's RA-TLS certificates carry their evidence in X.509 extensions
@@ -59,4 +62,33 @@ func HasRATLS(c *x509.Certificate) bool {
 		}
 	}
 	return false
+}
+
+// eventLogGzipMagic prefixes a gzip-compressed event-log extension (dstack's
+// EVENTLOG_GZIP_MAGIC); without it the value is the plain JSON log.
+const eventLogGzipMagic = "ELGZv1"
+
+// MaxEventLog bounds a decompressed event-log extension, as dstack does
+// (a guard against gzip bombs).
+const MaxEventLog = 16 << 10
+
+// EventLogValue is the event log JSON of an event-log extension's value,
+// decompressed when dstack compressed it.
+func EventLogValue(v []byte) ([]byte, error) {
+	rest, ok := bytes.CutPrefix(v, []byte(eventLogGzipMagic))
+	if !ok {
+		return v, nil
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(rest))
+	if err != nil {
+		return nil, fmt.Errorf("event log extension: %w", err)
+	}
+	out, err := io.ReadAll(io.LimitReader(zr, MaxEventLog+1))
+	if err != nil {
+		return nil, fmt.Errorf("event log extension: %w", err)
+	}
+	if len(out) > MaxEventLog {
+		return nil, fmt.Errorf("event log extension: over %d bytes decompressed", MaxEventLog)
+	}
+	return out, nil
 }
