@@ -13,6 +13,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/tee-ingress/tee-ingress/internal/atomicfile"
 )
 
 // KeySource yields the ACME account key. The dstack KMS source
@@ -55,7 +57,7 @@ func (f *FileKeySource) AccountKey(ctx context.Context) (crypto.Signer, error) {
 	if err := os.MkdirAll(filepath.Dir(f.Path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating directory for account key: %w", err)
 	}
-	if err := writeFileAtomic(f.Path, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+	if err := atomicfile.WriteFile(f.Path, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		return nil, fmt.Errorf("storing account key: %w", err)
 	}
 	return key, nil

@@ -29,6 +29,8 @@ import (
 	"github.com/go-acme/lego/v4/challenge/dns01"
 	"github.com/go-acme/lego/v4/lego"
 	"github.com/go-acme/lego/v4/registration"
+
+	"github.com/tee-ingress/tee-ingress/internal/atomicfile"
 )
 
 // Let's Encrypt directories, and the issuer domain their CAA records name.
@@ -388,14 +390,14 @@ func (m *Manager) setupLocked(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("acme: encoding account: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(m.stateAt, "account.json"), pub, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(m.stateAt, "account.json"), pub, 0o644); err != nil {
 		return fmt.Errorf("acme: storing account (check STATE_DIR): %w", err)
 	}
 	fp, err := keyFingerprint(key)
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(m.stateAt, "account.key.sha256"), []byte(fp+"\n"), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(m.stateAt, "account.key.sha256"), []byte(fp+"\n"), 0o644); err != nil {
 		return fmt.Errorf("acme: storing account (check STATE_DIR): %w", err)
 	}
 	m.client, m.user = client, u
@@ -729,7 +731,7 @@ func (m *Manager) writeCert(name string, data []byte) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("acme: creating %s (check STATE_DIR): %w", dir, err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, name), data, 0o600); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 		return fmt.Errorf("acme: storing %s (check STATE_DIR): %w", filepath.Join(dir, name), err)
 	}
 	return nil

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/tee-ingress/tee-ingress/internal/atomicfile"
 )
 
 // On-disk layout of EVIDENCE_DIR. The directory itself is usually a volume
@@ -159,7 +161,7 @@ func (p *Publisher) write(b *Bundle) error {
 			return fmt.Errorf("writing evidence: %w", err)
 		}
 	}
-	if err := syncDir(vdir); err != nil {
+	if err := atomicfile.SyncDir(vdir); err != nil {
 		os.RemoveAll(vdir)
 		return fmt.Errorf("writing evidence: %w", err)
 	}
@@ -176,7 +178,7 @@ func (p *Publisher) write(b *Bundle) error {
 		os.RemoveAll(vdir)
 		return fmt.Errorf("writing evidence: switching %s: %w", currentLink, err)
 	}
-	if err := syncDir(p.dir); err != nil {
+	if err := atomicfile.SyncDir(p.dir); err != nil {
 		return fmt.Errorf("writing evidence: %w", err)
 	}
 	p.prune(b, vname, prev)
@@ -223,7 +225,7 @@ func (p *Publisher) prune(b *Bundle, keep, prev string) {
 			p.log.Warn("pruning evidence dir", "path", path, "err", err)
 		}
 	}
-	if err := syncDir(p.dir); err != nil {
+	if err := atomicfile.SyncDir(p.dir); err != nil {
 		p.log.Warn("pruning evidence dir", "dir", p.dir, "err", err)
 	}
 }
@@ -273,20 +275,4 @@ func writeFileSync(path string, data []byte) error {
 		return err
 	}
 	return f.Close()
-}
-
-// syncDir makes a directory's entries durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("syncing %s: %w", dir, err)
-	}
-	return nil
 }
