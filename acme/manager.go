@@ -114,9 +114,17 @@ type Config struct {
 	// a window). Zero means six hours.
 	RecheckInterval time.Duration
 
-	// OnChange is called, from the goroutine that obtained it, with every
-	// newly issued certificate. Nil means no callback.
+	// OnChange is called, from the goroutine that obtained or installed
+	// it, with every new certificate. Nil means no callback.
 	OnChange func(*Certificate)
+	// OnEvent is called with every change of a Status and of the shared
+	// history, from the goroutine that made it, never under a lock of the
+	// Manager; it must return quickly. Nil means no callback.
+	OnEvent func(Event)
+
+	// Shared is the store the replicas of this app share. Nil means a
+	// single instance: nothing is shared and this one orders.
+	Shared SharedStore
 	// Logger receives progress and failures. Nil discards.
 	Logger *slog.Logger
 	// Now is the clock. Nil means time.Now.
@@ -138,9 +146,10 @@ type Certificate struct {
 // Manager owns the ACME account and the certificates of a set of domains.
 // Its methods are safe for concurrent use.
 type Manager struct {
-	cfg Config
-	log *slog.Logger
-	now func() time.Time
+	cfg   Config
+	log   *slog.Logger
+	now   func() time.Time
+	local challenge.Provider // Config.Solver; Solver itself may be the shared one
 
 	stateAt string // StateDir/tee-ingress/<CA>
 
@@ -158,6 +167,11 @@ type Manager struct {
 	certs      map[string]*Certificate // by setFileName
 	status     map[string]*Status
 	accountURI string
+	// held is the issuer lock while this replica orders (shared store).
+	held StoreLock
+	// history is the shared history as last read; issued is every
+	// certificate this instance obtained, for appending to it.
+	history, issued []*x509.Certificate
 	// unsaved holds, by setFileName, the stored form of certificates the CA
 	// issued that could not be written (a full or failing STATE_DIR): they
 	// are served from memory and the write is retried, never reordered.
@@ -177,6 +191,30 @@ type Status struct {
 	// Unsaved is why the certificate held is not stored yet ("" when it
 	// is): it is served from memory and the write is retried.
 	Unsaved string
+	// Leader is true while this replica is the elected issuer (it holds
+	// the shared store's lock for the set).
+	Leader bool
+}
+
+// EventKind says what an Event reports.
+type EventKind int
+
+// The kinds of Event.
+const (
+	// EventStatus: the Status of Event.Domains changed; a failed attempt
+	// has Failures above zero and Failed set.
+	EventStatus EventKind = iota + 1
+	// EventHistory: SharedHistory changed.
+	EventHistory
+)
+
+// Event reports a change in what the Manager owns.
+type Event struct {
+	Kind    EventKind
+	Domains []string
+	Status  Status
+	// Failed is true on the status event of a failed attempt.
+	Failed bool
 }
 
 // New validates cfg and returns a Manager. It does not contact the CA.
@@ -232,15 +270,20 @@ func New(cfg Config) (*Manager, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Manager{
+	m := &Manager{
 		cfg:     cfg,
 		log:     logger,
 		now:     now,
+		local:   cfg.Solver,
 		certs:   map[string]*Certificate{},
 		status:  map[string]*Status{},
 		unsaved: map[string][]byte{},
 		stateAt: filepath.Join(cfg.StateDir, "tee-ingress", caDirName(cfg.DirectoryURL)),
-	}, nil
+	}
+	if cfg.Shared != nil && cfg.Challenge == TLSALPN01 {
+		m.cfg.Solver = &sharedSolver{m: m}
+	}
+	return m, nil
 }
 
 // caDirName names the state folder of one CA, so certificates of a staging
@@ -552,17 +595,35 @@ func (m *Manager) StatusOf(domains []string) Status {
 	return st
 }
 
-// updateStatus runs f on the status of domains under mu.
+// updateStatus runs f on the status of domains under mu, and reports a
+// change.
 func (m *Manager) updateStatus(domains []string, f func(*Status)) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	name := setFileName(domains)
 	s := m.status[name]
 	if s == nil {
 		s = &Status{Domains: slices.Clone(domains)}
 		m.status[name] = s
 	}
+	before := *s
 	f(s)
+	after := *s
+	m.mu.Unlock()
+	if !statusEqual(before, after) {
+		m.emit(Event{Kind: EventStatus, Domains: after.Domains, Status: after, Failed: after.Failures > before.Failures})
+	}
+}
+
+func statusEqual(a, b Status) bool {
+	return a.NotAfter.Equal(b.NotAfter) && a.NextCheck.Equal(b.NextCheck) && a.Failures == b.Failures &&
+		a.LastError == b.LastError && a.LastRenewed.Equal(b.LastRenewed) && a.RateLimited == b.RateLimited &&
+		a.RenewalCount == b.RenewalCount && a.Unsaved == b.Unsaved && a.Leader == b.Leader
+}
+
+func (m *Manager) emit(e Event) {
+	if m.cfg.OnEvent != nil {
+		m.cfg.OnEvent(e)
+	}
 }
 
 // put makes c the certificate held for domains; renewed counts an issuance.
@@ -587,9 +648,19 @@ func (m *Manager) load(domains []string) (*Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
+	c, err := m.parseStored(domains, data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// parseStored reads the stored form of domains' certificate (a file, or a
+// value of the shared store).
+func (m *Manager) parseStored(domains []string, data []byte) (*Certificate, error) {
 	var st storedCert
 	if err := json.Unmarshal(data, &st); err != nil {
-		return nil, fmt.Errorf("parsing %s: %w", path, err)
+		return nil, fmt.Errorf("parsing the stored certificate: %w", err)
 	}
 	if !slices.Equal(st.Domains, domains) {
 		return nil, fmt.Errorf("%w: it names %v, configured %v", errStoredMismatch, st.Domains, domains)
@@ -597,11 +668,7 @@ func (m *Manager) load(domains []string) (*Certificate, error) {
 	if st.Directory != m.cfg.DirectoryURL {
 		return nil, fmt.Errorf("%w: it is from %s, configured %s", errStoredMismatch, st.Directory, m.cfg.DirectoryURL)
 	}
-	c, err := newCertificate(domains, []byte(st.ChainPEM), []byte(st.KeyPEM))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return c, nil
+	return newCertificate(domains, []byte(st.ChainPEM), []byte(st.KeyPEM))
 }
 
 func newCertificate(domains []string, chainPEM, keyPEM []byte) (*Certificate, error) {
@@ -636,21 +703,33 @@ func (m *Manager) orderRefused(err error) bool {
 	return !errors.As(err, &limited)
 }
 
+// obtainLocked gets a new certificate for domains: from the CA, or, with a
+// shared store, from whichever replica is elected to order.
 func (m *Manager) obtainLocked(ctx context.Context, domains []string, replacing *Certificate) (*Certificate, error) {
 	if err := m.setupLocked(ctx); err != nil {
 		return nil, err
 	}
+	if m.cfg.Shared != nil {
+		return m.obtainSharedLocked(ctx, domains, replacing)
+	}
+	c, _, err := m.orderLocked(ctx, domains, replacing)
+	return c, err
+}
+
+// orderLocked pins CAA, orders, stores and installs a certificate; it
+// returns the stored form too, for the shared store.
+func (m *Manager) orderLocked(ctx context.Context, domains []string, replacing *Certificate) (*Certificate, []byte, error) {
 	if m.cfg.CAA != nil {
 		issuer, err := m.caaIssuerLocked()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if err := m.cfg.CAA.PinCAA(ctx, domains, issuer, m.user.reg.URI, string(m.cfg.Challenge)); err != nil {
-			return nil, fmt.Errorf("acme: %s: pinning CAA before ordering: %w", domains[0], err)
+			return nil, nil, fmt.Errorf("acme: %s: pinning CAA before ordering: %w", domains[0], err)
 		}
 	}
 	if err := m.checkRoom(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	req := certificate.ObtainRequest{Domains: domains, Bundle: true}
 	if replacing != nil && m.dir.RenewalInfo != "" {
@@ -659,7 +738,7 @@ func (m *Manager) obtainLocked(ctx context.Context, domains []string, replacing 
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	start := m.now()
 	res, err := m.client.Certificate.Obtain(req)
@@ -676,17 +755,17 @@ func (m *Manager) obtainLocked(ctx context.Context, domains []string, replacing 
 		res, err = m.client.Certificate.Obtain(req)
 	}
 	if err != nil {
-		return nil, &ObtainError{Domains: domains, Err: err}
+		return nil, nil, &ObtainError{Domains: domains, Err: err}
 	}
 	c, err := newCertificate(domains, res.Certificate, res.PrivateKey)
 	if err != nil {
-		return nil, fmt.Errorf("acme: %s: CA returned an unusable certificate: %w", domains[0], err)
+		return nil, nil, fmt.Errorf("acme: %s: CA returned an unusable certificate: %w", domains[0], err)
 	}
 	st := storedCert{Domains: domains, Directory: m.cfg.DirectoryURL, CertURL: res.CertURL,
 		ChainPEM: string(res.Certificate), KeyPEM: string(res.PrivateKey)}
 	data, err := json.Marshal(&st)
 	if err != nil {
-		return nil, fmt.Errorf("acme: encoding certificate: %w", err)
+		return nil, nil, fmt.Errorf("acme: encoding certificate: %w", err)
 	}
 	// The CA has issued: from here on the certificate is used whatever
 	// the disk says. Dropping it would cost another order, counted
@@ -696,13 +775,14 @@ func (m *Manager) obtainLocked(ctx context.Context, domains []string, replacing 
 			"domain", domains[0], "err", err)
 	}
 	m.put(domains, c, true)
+	m.noteIssued(c)
 	m.log.Info("obtained certificate", "domain", domains[0], "names", strings.Join(domains, ","),
 		"serial", c.Leaf.SerialNumber.Text(16), "not_after", c.Leaf.NotAfter, "took", m.now().Sub(start).Round(time.Millisecond),
 		"replaces", req.ReplacesCertID)
 	if m.cfg.OnChange != nil {
 		m.cfg.OnChange(c)
 	}
-	return c, nil
+	return c, data, nil
 }
 
 // store writes the stored form of domains' certificate, or keeps it in

@@ -124,6 +124,9 @@ func (m *Manager) backoff(n int, retryAfter time.Duration) time.Duration {
 // others. Run returns when ctx is done and all its goroutines have exited.
 func (m *Manager) Run(ctx context.Context, sets [][]string) {
 	var wg sync.WaitGroup
+	if m.cfg.Shared != nil {
+		wg.Go(func() { m.follow(ctx, sets) })
+	}
 	for _, domains := range sets {
 		wg.Go(func() { m.runSet(ctx, domains) })
 	}
