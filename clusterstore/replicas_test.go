@@ -91,7 +91,7 @@ func (c *cluster) start(id, dir string) *replica {
 	r.mgr, err = acme.New(acme.Config{
 		// A client each: lego adjusts the one it is given.
 		DirectoryURL: c.ca.DirectoryURL(), HTTPClient: &http.Client{Transport: c.ca.HTTPClient().Transport, Timeout: 30 * time.Second},
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)).With("replica", id),
+		Logger:   slog.New(slog.NewTextHandler(os.Stderr, nil)).With("replica", id),
 		Keys:     &acme.FileKeySource{Path: filepath.Join(c.keyDir, "account.key")},
 		StateDir: dir, Challenge: acme.TLSALPN01, Solver: r, Shared: st,
 		Backoff: acme.Backoff{Initial: 100 * time.Millisecond, Max: time.Second},
@@ -303,4 +303,3 @@ func waitHistory(t testing.TB, r *replica, serial string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
