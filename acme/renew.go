@@ -147,7 +147,7 @@ func (m *Manager) runSet(ctx context.Context, domains []string) {
 		var err error
 		if m.Current(domains) == nil {
 			_, err = m.Ensure(ctx, domains)
-			next = m.now().Add(time.Minute)
+			next = m.now().Add(min(time.Minute, m.cfg.RecheckInterval))
 		} else {
 			_, _, next, err = m.RenewIfDue(ctx, domains)
 		}

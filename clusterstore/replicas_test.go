@@ -34,6 +34,8 @@ type cluster struct {
 	front  *front
 	keyDir string
 	sets   [][]string
+	// recheck is the managers' RecheckInterval (zero: their default).
+	recheck time.Duration
 }
 
 type replica struct {
@@ -91,9 +93,10 @@ func (c *cluster) start(id, dir string) *replica {
 	r.mgr, err = acme.New(acme.Config{
 		// A client each: lego adjusts the one it is given.
 		DirectoryURL: c.ca.DirectoryURL(), HTTPClient: &http.Client{Transport: c.ca.HTTPClient().Transport, Timeout: 30 * time.Second},
-		Logger:   slog.New(slog.NewTextHandler(os.Stderr, nil)).With("replica", id),
-		Keys:     &acme.FileKeySource{Path: filepath.Join(c.keyDir, "account.key")},
-		StateDir: dir, Challenge: acme.TLSALPN01, Solver: r, Shared: st,
+		Logger:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("replica", id),
+		RecheckInterval: c.recheck,
+		Keys:            &acme.FileKeySource{Path: filepath.Join(c.keyDir, "account.key")},
+		StateDir:        dir, Challenge: acme.TLSALPN01, Solver: r, Shared: st,
 		Backoff: acme.Backoff{Initial: 100 * time.Millisecond, Max: time.Second},
 	})
 	if err != nil {
@@ -286,6 +289,14 @@ func TestReplicasOneOrder(t *testing.T) {
 	for _, r := range rs {
 		waitHistory(t, r, serial)
 	}
+	cli := raw(t, c.etcd)
+	for _, k := range []string{"certs/" + domain + ".json", "history"} {
+		resp, err := cli.Get(t.Context(), "/tee-ingress/app/"+k)
+		if err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("%s not in etcd: %v", k, err)
+		}
+		t.Logf("store bytes for %s: %d", k, len(resp.Kvs[0].Value))
+	}
 }
 
 func waitHistory(t testing.TB, r *replica, serial string) {
@@ -299,6 +310,124 @@ func waitHistory(t testing.TB, r *replica, serial string) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: serial %s not in the shared history (%d entries)", r.id, serial, len(r.mgr.SharedHistory()))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestReplicasStoreDown: with etcd stopped every replica keeps serving, one
+// restarted meanwhile serves from its state directory, and once etcd is
+// back they converge with no new order; a full restart of all three on
+// empty state directories takes the certificate from the store: no order.
+func TestReplicasStoreDown(t *testing.T) {
+	const domain = "app.example.test"
+	c := newCluster(t, domain)
+	rs := []*replica{c.start("r1", ""), c.start("r2", ""), c.start("r3", "")}
+	serial := waitServing(t, domain, rs...)
+	c.etcd.Stop()
+	rs[2].close()
+	rs[2] = c.start("r3", rs[2].dir)
+	if got := waitServing(t, domain, rs...); got != serial {
+		t.Fatalf("with etcd down the replicas serve %s, want %s", got, serial)
+	}
+	if err := c.etcd.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitMembersOf(t, rs[0].store, 3)
+	for _, r := range rs {
+		waitHistory(t, r, serial)
+		r.close()
+	}
+	fresh := []*replica{c.start("n1", ""), c.start("n2", ""), c.start("n3", "")}
+	if got := waitServing(t, domain, fresh...); got != serial {
+		t.Fatalf("fresh replicas serve %s, want %s from the store", got, serial)
+	}
+	if n := c.ca.Orders(); n != 1 {
+		t.Fatalf("%d orders at the CA, want 1", n)
+	}
+}
+
+func waitMembersOf(t testing.TB, s *Store, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, err := s.Members(t.Context())
+		if err == nil && len(got) == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("members %v, %v; want %d", got, err, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestReplicasRenewUnderLoad: the CA's ARI window moves into the past for
+// the served leaf; all three see it due, one orders, all swap, and not one
+// of the handshakes spread over them meanwhile fails.
+func TestReplicasRenewUnderLoad(t *testing.T) {
+	const domain = "app.example.test"
+	c := newCluster(t, domain)
+	c.recheck = 200 * time.Millisecond
+	rs := []*replica{c.start("r1", ""), c.start("r2", ""), c.start("r3", "")}
+	old := waitServing(t, domain, rs...)
+	leaf := rs[0].mgr.Current(c.sets[0]).Leaf
+	ctx, stop := context.WithTimeout(t.Context(), 60*time.Second)
+	defer stop()
+	var ok, failed atomic.Int64
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				if s := handshake(c.front.ln.Addr().String(), domain); s != "" {
+					ok.Add(1)
+				} else if ctx.Err() == nil {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	now := time.Now()
+	if err := c.ca.SetRenewalInfo(leaf, now.Add(-time.Hour), now.Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	renewed := waitServingOther(t, domain, old, rs...)
+	before := ok.Load()
+	for ok.Load() < before+100 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	wg.Wait()
+	if n := c.ca.Orders(); n != 2 {
+		t.Errorf("%d orders at the CA, want 2 (issuance and one renewal)", n)
+	}
+	if failed.Load() != 0 {
+		t.Errorf("%d of %d handshakes failed during the renewal", failed.Load(), failed.Load()+ok.Load())
+	}
+	t.Logf("renewed %s -> %s; %d handshakes through the front, %d failed", old, renewed, ok.Load(), failed.Load())
+}
+
+func handshake(addr, domain string) string {
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr,
+		&tls.Config{ServerName: domain, InsecureSkipVerify: true})
+	if err != nil {
+		return ""
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0].SerialNumber.Text(16)
+}
+
+// waitServingOther waits until all replicas serve one leaf other than old.
+func waitServingOther(t testing.TB, domain, old string, rs ...*replica) string {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		s := waitServing(t, domain, rs...)
+		if s != old {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still serving %s", old)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

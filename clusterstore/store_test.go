@@ -27,7 +27,7 @@ func startEtcd(t *testing.T) *etcdtest.Server {
 
 func key(b byte) []byte { return bytes.Repeat([]byte{b}, KeySize) }
 
-func open(t *testing.T, srv *etcdtest.Server, self string, sealKey []byte, stateDir string) *Store {
+func open(t testing.TB, srv *etcdtest.Server, self string, sealKey []byte, stateDir string) *Store {
 	t.Helper()
 	s, err := Open(Options{Endpoints: []string{srv.Endpoint()}, Prefix: "/tee-ingress/app/", SealKey: sealKey,
 		StateDir: stateDir, Self: self, LockTTL: 2 * time.Second, OpTimeout: 2 * time.Second})
@@ -38,7 +38,7 @@ func open(t *testing.T, srv *etcdtest.Server, self string, sealKey []byte, state
 	return s
 }
 
-func raw(t *testing.T, srv *etcdtest.Server) *clientv3.Client {
+func raw(t testing.TB, srv *etcdtest.Server) *clientv3.Client {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.Endpoint()}, Logger: zap.NewNop()})
 	if err != nil {
