@@ -194,6 +194,9 @@ type Status struct {
 	// Leader is true while this replica is the elected issuer (it holds
 	// the shared store's lock for the set).
 	Leader bool
+	// Orders counts orders this process placed at the CA, FailedTotal
+	// the attempts that failed, since start.
+	Orders, FailedTotal int
 }
 
 // EventKind says what an Event reports.
@@ -201,8 +204,8 @@ type EventKind int
 
 // The kinds of Event.
 const (
-	// EventStatus: the Status of Event.Domains changed; a failed attempt
-	// has Failures above zero and Failed set.
+	// EventStatus: the Status of Event.Domains changed; Failed is set on
+	// the one that counts a failed attempt.
 	EventStatus EventKind = iota + 1
 	// EventHistory: SharedHistory changed.
 	EventHistory
@@ -610,14 +613,15 @@ func (m *Manager) updateStatus(domains []string, f func(*Status)) {
 	after := *s
 	m.mu.Unlock()
 	if !statusEqual(before, after) {
-		m.emit(Event{Kind: EventStatus, Domains: after.Domains, Status: after, Failed: after.Failures > before.Failures})
+		m.emit(Event{Kind: EventStatus, Domains: after.Domains, Status: after, Failed: after.FailedTotal > before.FailedTotal})
 	}
 }
 
 func statusEqual(a, b Status) bool {
 	return a.NotAfter.Equal(b.NotAfter) && a.NextCheck.Equal(b.NextCheck) && a.Failures == b.Failures &&
 		a.LastError == b.LastError && a.LastRenewed.Equal(b.LastRenewed) && a.RateLimited == b.RateLimited &&
-		a.RenewalCount == b.RenewalCount && a.Unsaved == b.Unsaved && a.Leader == b.Leader
+		a.RenewalCount == b.RenewalCount && a.Unsaved == b.Unsaved && a.Leader == b.Leader &&
+		a.Orders == b.Orders && a.FailedTotal == b.FailedTotal
 }
 
 func (m *Manager) emit(e Event) {
@@ -741,6 +745,7 @@ func (m *Manager) orderLocked(ctx context.Context, domains []string, replacing *
 		return nil, nil, err
 	}
 	start := m.now()
+	m.updateStatus(domains, func(s *Status) { s.Orders++ })
 	res, err := m.client.Certificate.Obtain(req)
 	if err != nil && req.ReplacesCertID != "" && m.orderRefused(err) {
 		// "replaces" only buys an exemption from rate limits; a CA that
@@ -752,6 +757,7 @@ func (m *Manager) orderLocked(ctx context.Context, domains []string, replacing *
 		m.log.Warn("the CA refused the renewal order that names the certificate it replaces; ordering without it",
 			"domain", domains[0], "replaces", req.ReplacesCertID, "err", err)
 		req.ReplacesCertID = ""
+		m.updateStatus(domains, func(s *Status) { s.Orders++ })
 		res, err = m.client.Certificate.Obtain(req)
 	}
 	if err != nil {

@@ -162,6 +162,7 @@ func (m *Manager) runSet(ctx context.Context, domains []string) {
 			next = m.now().Add(wait)
 			m.updateStatus(domains, func(st *Status) {
 				st.Failures, st.LastError, st.RateLimited, st.NextCheck = failures, err.Error(), IsRateLimited(err), next
+				st.FailedTotal++
 			})
 			m.log.Error("certificate attempt failed; current certificate stays in use", "domain", domains[0],
 				"failures", failures, "retry_in", wait.Round(time.Second), "error", err)

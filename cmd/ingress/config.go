@@ -123,6 +123,9 @@ type Config struct {
 	DNS         *dnscaa.Client
 	DNSProvider dnscaa.ProviderConfig
 
+	// Cluster is CLUSTER_*; the zero value means a single instance.
+	Cluster ClusterConfig
+
 	// EvidenceDir is where the bundle is written ("" = memory only).
 	EvidenceDir string
 	// EvidenceServer serves /evidences/ on the TLS port.
@@ -217,6 +220,15 @@ var groups = []struct {
 		{flag: "acme-ca-roots", env: "ACME_CA_ROOTS", arg: "FILE", help: "extra PEM roots trusted for the ACME server's HTTPS (a private CA)"},
 		{flag: "renew-days", env: "RENEW_DAYS_BEFORE", arg: "N", help: "renew N days before expiry; default: the CA's ARI window, else a third of the lifetime left"},
 		{flag: "state-dir", env: "STATE_DIR", def: "/etc/letsencrypt", arg: "DIR", help: "account, keys and certificates"},
+	}},
+	{"Replicas (instances of one app sharing certificates)", []option{
+		{flag: "cluster-store", env: "CLUSTER_STORE", arg: "URL", help: "etcd://host:2379[,host:2379...]: share certificates, challenges and history with the other instances through etcd, values sealed with a KMS key; one instance orders; unset: a single instance"},
+		{flag: "cluster-prefix", env: "CLUSTER_PREFIX", arg: "KEY", help: "etcd key prefix; default /tee-ingress/<app_id>/"},
+		{env: "CLUSTER_ETCD_CA", arg: "FILE", help: "PEM roots for etcd's TLS (setting this or a client certificate turns TLS on)"},
+		{env: "CLUSTER_ETCD_CERT", arg: "FILE", help: "client certificate for etcd, PEM"},
+		{env: "CLUSTER_ETCD_KEY", arg: "FILE", help: "client key for etcd, PEM"},
+		{env: "CLUSTER_ETCD_USER", arg: "NAME", help: "etcd user"},
+		{env: "CLUSTER_ETCD_PASSWORD", arg: "PASS", help: "etcd password", secret: true},
 	}},
 	{"DNS", []option{
 		{flag: "gateway-domain", env: "GATEWAY_DOMAIN", arg: "NAME", help: "CNAME target of each domain, e.g. _.dstack-prod5.phala.network; also writes the routing TXT"},
@@ -513,6 +525,9 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*Config, er
 		return nil, err
 	}
 	if err := parseCerts(s, c); err != nil {
+		return nil, err
+	}
+	if err := parseCluster(s, c); err != nil {
 		return nil, err
 	}
 	if err := parseDNS(s, c); err != nil {

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -98,6 +100,15 @@ func TestConfigErrorsBinary(t *testing.T) {
 		{"flag wins over env", map[string]string{"PROXY_MODE": "http"}, []string{"--mode", "l7"}, []string{"--mode=\"l7\""}},
 		{"dev with a domain", nil, []string{"--dev", "--domain", "x.example.com"}, []string{"--domain cannot be used with --dev"}},
 		{"stray argument", nil, []string{"serve"}, []string{"unexpected argument \"serve\""}},
+		{"bad CLUSTER_STORE scheme", map[string]string{"CLUSTER_STORE": "redis://r:6379"}, nil, []string{"CLUSTER_STORE=\"redis://r:6379\"", "etcd://host:port"}},
+		{"bad CLUSTER_STORE address", map[string]string{"CLUSTER_STORE": "etcd://etcd:2379,etcd2"}, nil, []string{"CLUSTER_STORE=", "etcd://host:port"}},
+		{"CLUSTER_STORE with a file account", map[string]string{"CLUSTER_STORE": "etcd://etcd:2379", "ACME_ACCOUNT_KEY": "file"}, nil, []string{"ACME_ACCOUNT_KEY=file", "kms"}},
+		{"CLUSTER_STORE with static", map[string]string{"CLUSTER_STORE": "etcd://etcd:2379", "CERT_SOURCE": "static", "CERT_FILE": cert, "KEY_FILE": key, "ACME_DIRECTORY": ""}, nil, []string{"CLUSTER_STORE is set but CERT_SOURCE is static"}},
+		{"CLUSTER_PREFIX without a store", map[string]string{"CLUSTER_PREFIX": "/x/"}, nil, []string{"CLUSTER_PREFIX is set but CLUSTER_STORE is not"}},
+		{"bad CLUSTER_PREFIX", map[string]string{"CLUSTER_STORE": "etcd://etcd:2379", "CLUSTER_PREFIX": "tee"}, nil, []string{"CLUSTER_PREFIX=\"tee\"", "starts and ends with /"}},
+		{"etcd cert without key", map[string]string{"CLUSTER_STORE": "etcd://etcd:2379", "CLUSTER_ETCD_CERT": cert}, nil, []string{"CLUSTER_ETCD_CERT and CLUSTER_ETCD_KEY go together"}},
+		{"unreadable etcd CA", map[string]string{"CLUSTER_STORE": "etcd://etcd:2379", "CLUSTER_ETCD_CA": "/nonexistent/ca.pem"}, nil, []string{"CLUSTER_ETCD_CA=/nonexistent/ca.pem cannot be read"}},
+		{"etcd user without password", map[string]string{"CLUSTER_STORE": "etcd://etcd:2379", "CLUSTER_ETCD_USER": "ingress"}, nil, []string{"CLUSTER_ETCD_USER and CLUSTER_ETCD_PASSWORD go together"}},
 		{"old delegation name", map[string]string{"ACME_CHALLENGE_ALIAS": "deleg.example.net"}, nil, []string{"ACME_CHALLENGE_ALIAS=\"deleg.example.net\"", "DELEGATION_ZONE"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -487,5 +498,34 @@ func TestProductionHelpHasNoDev(t *testing.T) {
 	msg, _ := cmd.CombinedOutput()
 	if !strings.Contains(string(msg), "hint: nothing is configured") || strings.Contains(string(msg), "--dev") {
 		t.Fatalf("bare run of the nodev build:\n%s", msg)
+	}
+}
+
+// TestParseCluster: what good CLUSTER_* settings become.
+func TestParseCluster(t *testing.T) {
+	cert, key, _ := selfSignedFiles(t, "etcd.test")
+	base := map[string]string{"DOMAIN": "app.example.com", "TARGET_ENDPOINT": "app:80", "CLOUDFLARE_API_TOKEN": "x"}
+	with := func(extra map[string]string) *Config {
+		t.Helper()
+		env := maps.Clone(base)
+		maps.Copy(env, extra)
+		c, err := parseConfig(nil, lookupMap(env))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	if c := with(nil); c.Cluster.Enabled() {
+		t.Fatal("a single instance has a cluster")
+	}
+	c := with(map[string]string{"CLUSTER_STORE": "etcd://10.0.0.1:2379, etcd2:2379"})
+	if !slices.Equal(c.Cluster.Endpoints, []string{"http://10.0.0.1:2379", "http://etcd2:2379"}) || c.Cluster.TLS != nil || c.Cluster.Prefix != "" {
+		t.Fatalf("plain: %+v", c.Cluster)
+	}
+	c = with(map[string]string{"CLUSTER_STORE": "etcd://etcd:2379", "CLUSTER_ETCD_CA": cert, "CLUSTER_ETCD_CERT": cert,
+		"CLUSTER_ETCD_KEY": key, "CLUSTER_PREFIX": "/apps/one/", "CLUSTER_ETCD_USER": "u", "CLUSTER_ETCD_PASSWORD": "p"})
+	if c.Cluster.Endpoints[0] != "https://etcd:2379" || c.Cluster.TLS == nil || len(c.Cluster.TLS.Certificates) != 1 ||
+		c.Cluster.TLS.RootCAs == nil || c.Cluster.Prefix != "/apps/one/" || c.Cluster.Username != "u" || c.Cluster.Password != "p" {
+		t.Fatalf("tls: %+v", c.Cluster)
 	}
 }

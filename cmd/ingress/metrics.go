@@ -179,6 +179,10 @@ var (
 		"NotAfter of the certificate served for the domain, as a Unix time.", []string{"domain"}, nil)
 	descRenewals = prometheus.NewDesc("tee_ingress_certificate_renewals_total",
 		"Certificates obtained from the CA for the domain by this process (the first issuance included).", []string{"domain"}, nil)
+	descOrders = prometheus.NewDesc("tee_ingress_certificate_orders_total",
+		"Orders this process placed at the CA for the domain (with replicas, only the elected issuer orders).", []string{"domain"}, nil)
+	descLeader = prometheus.NewDesc("tee_ingress_cluster_leader",
+		"1 while this replica is the elected issuer of the domain's certificate (CLUSTER_STORE).", []string{"domain"}, nil)
 	descFailures = prometheus.NewDesc("tee_ingress_certificate_failures_total",
 		"Failed attempts to obtain or renew the domain's certificate since start.", []string{"domain"}, nil)
 	descConsecutive = prometheus.NewDesc("tee_ingress_certificate_consecutive_failures",
@@ -189,6 +193,11 @@ var (
 		"When the domain's certificate is looked at next (renewal or retry), as a Unix time.", []string{"domain"}, nil)
 	descPublished = prometheus.NewDesc("tee_ingress_evidence_last_published_timestamp_seconds",
 		"When the evidence bundle in force was published, as a Unix time (absent before the first).", nil, nil)
+
+	descRejected     = prometheus.NewDesc("tee_ingress_cluster_rejected_total", "Shared store values that failed to open (changed, moved, another app's) or were rolled back; never served.", nil, nil)
+	descStoreErrors  = prometheus.NewDesc("tee_ingress_cluster_store_errors_total", "Failed calls to the shared store (etcd).", nil, nil)
+	descStoreCalls   = prometheus.NewDesc("tee_ingress_cluster_store_calls_total", "Calls to the shared store (etcd).", nil, nil)
+	descStoreSeconds = prometheus.NewDesc("tee_ingress_cluster_store_call_seconds_total", "Time spent in calls to the shared store; divided by the calls, the mean latency.", nil, nil)
 
 	descAccepted   = prometheus.NewDesc("tee_ingress_connections_accepted_total", "TCP connections accepted on the listen port.", nil, nil)
 	descRefused    = prometheus.NewDesc("tee_ingress_connections_refused_total", "Connections closed at once because MAXCONN connections were open.", nil, nil)
@@ -202,9 +211,9 @@ var (
 )
 
 func (stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descInfo, descReady, descStepOK, descExpiry, descRenewals, descFailures, descConsecutive,
+	for _, d := range []*prometheus.Desc{descInfo, descReady, descStepOK, descExpiry, descRenewals, descOrders, descLeader, descFailures, descConsecutive,
 		descRateLimited, descNextCheck, descPublished, descAccepted, descRefused, descActive, descHandshake, descChallenges,
-		descUnrouted, descBackendErr, descEvidReqs, descBytes} {
+		descUnrouted, descBackendErr, descEvidReqs, descBytes, descRejected, descStoreErrors, descStoreCalls, descStoreSeconds} {
 		ch <- d
 	}
 }
@@ -233,6 +242,9 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		steps := []string{stepAgent}
 		if d.cfg.CertSource == sourceACME {
 			steps = append(steps, stepAccount, stepDNS, stepEvidence)
+			if d.cfg.Cluster.Enabled() {
+				steps = append(steps, stepCluster)
+			}
 		}
 		for _, s := range steps {
 			gauge(descStepOK, b2f(d.problems[s] == ""), s)
@@ -245,9 +257,13 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		if d.cfg.CertSource != sourceACME {
 			continue
 		}
-		st := d.status[dom]
+		st := d.mgr.StatusOf([]string{dom})
 		counter(descRenewals, float64(st.RenewalCount), dom)
-		counter(descFailures, float64(d.failureTotals[dom]), dom)
+		counter(descOrders, float64(st.Orders), dom)
+		counter(descFailures, float64(st.FailedTotal), dom)
+		if d.cfg.Cluster.Enabled() {
+			gauge(descLeader, b2f(st.Leader), dom)
+		}
 		gauge(descConsecutive, float64(st.Failures), dom)
 		gauge(descRateLimited, b2f(st.RateLimited), dom)
 		if !st.NextCheck.IsZero() {
@@ -261,6 +277,15 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descPublished, float64(d.published.Unix()))
 	}
 	d.mu.Unlock()
+	if d.shared != nil {
+		if cs := d.shared.opened(); cs != nil {
+			st := cs.Stats()
+			counter(descRejected, float64(st.Rejected))
+			counter(descStoreErrors, float64(st.Errors))
+			counter(descStoreCalls, float64(st.Calls))
+			counter(descStoreSeconds, st.CallTime.Seconds())
+		}
+	}
 	if d.srv == nil {
 		return
 	}

@@ -45,6 +45,7 @@ const (
 	stepAccount  = "account"
 	stepDNS      = "dns"
 	stepEvidence = "evidence"
+	stepCluster  = "cluster"
 )
 
 // environment is what the world around the configuration provides. The zero
@@ -78,7 +79,9 @@ type daemon struct {
 	srv   *proxy.Server
 	addr  *net.TCPAddr
 	mgr   *acme.Manager
-	dns   *dnscaa.Client // nil: no DNS provider
+	// shared is the replicas' store (CLUSTER_STORE); nil: a single instance.
+	shared *sharedStore
+	dns    *dnscaa.Client // nil: no DNS provider
 	// dnsMu serialises the record writes of applyDNS and of the CAA pin
 	// before each order: both read, compare and write the same names.
 	dnsMu sync.Mutex
@@ -87,26 +90,23 @@ type daemon struct {
 	evidenceHandler lazyHandler
 	attestation     lazyHandler
 	kick            chan struct{} // wakes the evidence loop; buffered, coalescing
-	statusKick      chan struct{} // wakes refreshStatus; buffered, coalescing
 
-	mu            sync.Mutex
-	agent         *agent.Agent
-	info          *agent.AppInfo
-	publisher     *evidence.Publisher
-	account       []byte
-	accountURI    string
-	certs         map[string]*acme.Certificate // by domain
-	status        map[string]acme.Status       // by domain, refreshed from the manager
-	problems      map[string]string            // step -> what is wrong now
-	certGen       int                          // bumped by every certificate change
-	publishedGen  int                          // certGen of the last published bundle, -1 before the first
-	publishedAll  bool                         // the last published bundle holds every configured domain
-	published     time.Time
-	ready         bool
-	readyOnce     sync.Once
-	selfSigned    *tls.Certificate
-	static        *tls.Certificate // the static source's certificate, replaced by a reload
-	failureTotals map[string]int   // by domain, counted from status changes
+	mu           sync.Mutex
+	agent        *agent.Agent
+	info         *agent.AppInfo
+	publisher    *evidence.Publisher
+	account      []byte
+	accountURI   string
+	certs        map[string]*acme.Certificate // by domain
+	problems     map[string]string            // step -> what is wrong now
+	certGen      int                          // bumped by every certificate change
+	publishedGen int                          // certGen of the last published bundle, -1 before the first
+	publishedAll bool                         // the last published bundle holds every configured domain
+	published    time.Time
+	ready        bool
+	readyOnce    sync.Once
+	selfSigned   *tls.Certificate
+	static       *tls.Certificate // the static source's certificate, replaced by a reload
 }
 
 // lazyHandler answers 503 until a handler is set: the evidence and
@@ -136,12 +136,10 @@ func runDaemon(ctx context.Context, cfg *Config, log *slog.Logger, env environme
 	}
 	d := &daemon{
 		cfg: cfg, log: log, env: env, start: time.Now(),
-		kick:          make(chan struct{}, 1),
-		certs:         map[string]*acme.Certificate{},
-		status:        map[string]acme.Status{},
-		problems:      map[string]string{},
-		publishedGen:  -1,
-		failureTotals: map[string]int{},
+		kick:         make(chan struct{}, 1),
+		certs:        map[string]*acme.Certificate{},
+		problems:     map[string]string{},
+		publishedGen: -1,
 	}
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
@@ -385,11 +383,17 @@ func (d *daemon) prepare() error {
 		}
 		base = tr
 	}
+	var shared acme.SharedStore // a nil *sharedStore would not be a nil interface
+	if cfg.Cluster.Enabled() {
+		d.shared = newSharedStore()
+		shared = d.shared
+	}
 	m, err := acme.New(acme.Config{
 		DirectoryURL: cfg.Directory, Email: cfg.Email, EAB: cfg.EAB, Keys: keys, StateDir: cfg.StateDir,
 		HTTPClient: &http.Client{Timeout: 30 * time.Second, Transport: d.met.acmeTransport(base)},
 		Challenge:  cfg.Challenge, Solver: solver, DNS01Options: dnsOpts, CAA: caa,
-		RenewBefore: cfg.RenewBefore, OnChange: d.install, Logger: d.log.With("component", "acme"),
+		RenewBefore: cfg.RenewBefore, OnChange: d.install, OnEvent: d.onEvent, Logger: d.log.With("component", "acme"),
+		Shared: shared,
 	})
 	if err != nil {
 		return err
@@ -526,9 +530,14 @@ func (d *daemon) provision(ctx context.Context) {
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Go(func() { d.refreshStatus(ctx) })
 	if !d.retry(ctx, stepAgent, d.identify) {
 		return
+	}
+	if d.shared != nil {
+		if !d.retry(ctx, stepCluster, d.openCluster) {
+			return
+		}
+		defer d.shared.opened().Close()
 	}
 	if !d.retry(ctx, stepAccount, d.resolveAccount) {
 		return
@@ -547,35 +556,6 @@ func (d *daemon) provision(ctx context.Context) {
 		})
 	}
 	d.mgr.Run(ctx, sets)
-}
-
-// refreshStatus copies the manager's renewal state for metrics and /readyz,
-// which must answer even while the manager is busy with an order.
-func (d *daemon) refreshStatus(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		for _, dom := range d.cfg.Domains {
-			st := d.mgr.StatusOf([]string{dom})
-			d.mu.Lock()
-			prev := d.status[dom]
-			switch {
-			case st.Failures > prev.Failures:
-				d.failureTotals[dom] += st.Failures - prev.Failures
-			case st.Failures < prev.Failures && st.Failures > 0:
-				d.failureTotals[dom] += st.Failures // reset and failed again between two looks
-			}
-			d.status[dom] = st
-			d.mu.Unlock()
-		}
-		d.changed()
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-d.statusKick:
-		}
-	}
 }
 
 // findAgent resolves the guest agent (again, if it was absent at start).
@@ -681,8 +661,10 @@ func (d *daemon) applyDNS(ctx context.Context) error {
 		switch {
 		case info == nil:
 			d.log.Error("the gateway routing TXT record is not written: the app identity is unknown (legacy agent); mount /var/run/dstack.sock")
-		case cfg.Challenge == acme.TLSALPN01:
-			// The CA must reach this very instance (DESIGN.md 5).
+		case cfg.Challenge == acme.TLSALPN01 && !cfg.Cluster.Enabled():
+			// The CA must reach this very instance (DESIGN.md 5);
+			// replicas share the challenge, so the app name keeps
+			// the gateway's failover.
 			pc.AppID = hex.EncodeToString(info.InstanceID)
 		default:
 			pc.AppID = hex.EncodeToString(info.AppID)
@@ -757,11 +739,18 @@ func (d *daemon) install(c *acme.Certificate) {
 	}
 	d.log.Info("serving certificate", "domain", c.Domains[0], "serial", c.Leaf.SerialNumber.Text(16), "not_after", c.Leaf.NotAfter)
 	d.kickEvidence()
-	select {
-	case d.statusKick <- struct{}{}:
-	default:
-	}
 	d.changed()
+}
+
+// onEvent follows the certificate manager: readiness on every status
+// change, a new bundle when the shared history grew.
+func (d *daemon) onEvent(e acme.Event) {
+	switch e.Kind {
+	case acme.EventStatus:
+		d.changed()
+	case acme.EventHistory:
+		d.kickEvidence()
+	}
 }
 
 func (d *daemon) kickEvidence() {
@@ -833,6 +822,12 @@ func (d *daemon) bundleInput() (evidence.BundleInput, int, *evidence.Publisher, 
 	if in.Primary == "" {
 		return evidence.BundleInput{}, 0, nil, "waiting for a certificate"
 	}
+	if d.mgr != nil {
+		// Replicas: every certificate any of them obtained, as CT shows.
+		for _, leaf := range d.mgr.SharedHistory() {
+			in.History = append(in.History, evidence.NewHistoryEntry(leaf))
+		}
+	}
 	return in, d.certGen, d.publisher, ""
 }
 
@@ -867,7 +862,7 @@ func (d *daemon) readiness() (bool, []string) {
 			}
 			ready = false
 			line := "certificate " + dom + ": not obtained yet"
-			if st := d.status[dom]; st.LastError != "" {
+			if st := d.mgr.StatusOf([]string{dom}); st.LastError != "" {
 				line += fmt.Sprintf(" (%d failed attempts; last: %s; next attempt %s)", st.Failures, st.LastError, st.NextCheck.Format(time.RFC3339))
 			}
 			lines = append(lines, line)
@@ -879,16 +874,20 @@ func (d *daemon) readiness() (bool, []string) {
 			}
 		}
 	}
-	for _, step := range []string{stepAgent, stepAccount, stepDNS, stepEvidence} {
+	for _, step := range []string{stepAgent, stepCluster, stepAccount, stepDNS, stepEvidence} {
 		if p := d.problems[step]; p != "" {
 			lines = append(lines, step+": "+p)
 		}
 	}
 	for _, dom := range d.cfg.Domains {
-		if st := d.status[dom]; d.certs[dom] != nil && st.LastError != "" {
+		if d.mgr == nil {
+			break
+		}
+		st := d.mgr.StatusOf([]string{dom})
+		if d.certs[dom] != nil && st.LastError != "" {
 			lines = append(lines, fmt.Sprintf("renewal %s: %d failed attempts; last: %s", dom, st.Failures, st.LastError))
 		}
-		if st := d.status[dom]; st.Unsaved != "" {
+		if st.Unsaved != "" {
 			// Served, so still ready; a restart now would order again.
 			lines = append(lines, fmt.Sprintf("certificate %s: held only in memory, not stored (%s)", dom, st.Unsaved))
 		}
