@@ -61,6 +61,7 @@ func (m *Manager) obtainSharedLocked(ctx context.Context, domains []string, repl
 		c, _, err := m.orderLocked(ctx, domains, replacing)
 		return c, err
 	}
+	m.log.Info("elected to order: this replica holds the issuer lock", "domain", domains[0])
 	m.updateStatus(domains, func(s *Status) { s.Leader = true })
 	defer func() {
 		m.updateStatus(domains, func(s *Status) { s.Leader = false })

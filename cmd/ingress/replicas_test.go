@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -43,6 +44,56 @@ func replicaSims(t testing.TB, w *world, n int) []string {
 	return socks
 }
 
+// startReplicas starts n ingress processes of one app on etcd.
+func startReplicas(t testing.TB, bin string, w *world, etcd *etcdtest.Server, n int) (ps []*proc, addrs []string) {
+	t.Helper()
+	socks := replicaSims(t, w, n)
+	be := newBackend(t, "app")
+	for _, sock := range socks {
+		env := w.env(t.TempDir(), map[string]string{"DSTACK_SIMULATOR_ENDPOINT": sock, "TARGET_ENDPOINT": be.addr,
+			"CLUSTER_STORE": "etcd://" + strings.TrimPrefix(etcd.Endpoint(), "http://"), "METRICS_LISTEN": "127.0.0.1:0",
+			"SET_CAA": "true"})
+		ps = append(ps, startIngress(t, bin, env, "--listen", "127.0.0.1:0"))
+	}
+	for _, p := range ps {
+		addrs = append(addrs, p.addr())
+	}
+	return ps, addrs
+}
+
+var electedRe = regexp.MustCompile(`msg="elected to order`)
+
+// leaderAmong waits until exactly one of ps (skipping skip) has logged its
+// election more often than before, and returns its index.
+func leaderAmong(t testing.TB, ps []*proc, skip int) int {
+	t.Helper()
+	leader := -1
+	waitFor(t, "an elected issuer", 60*time.Second, func() bool {
+		for i, p := range ps {
+			if i != skip && electedRe.MatchString(p.stderr.String()) {
+				leader = i
+				return true
+			}
+		}
+		return false
+	}, func() string { return "" })
+	return leader
+}
+
+// sameServed waits until every address serves one leaf and returns its serial.
+func sameServed(t testing.TB, domain string, addrs ...string) string {
+	t.Helper()
+	var serials []string
+	waitFor(t, "one leaf on every replica", 60*time.Second, func() bool {
+		serials = serials[:0]
+		for _, a := range addrs {
+			serials = append(serials, servedSerial(t, a, domain))
+		}
+		return serials[0] != "" && !slices.ContainsFunc(serials, func(s string) bool { return s != serials[0] })
+	}, func() string { return fmt.Sprint(serials) })
+	return serials[0]
+}
+
 func servedSerial(t testing.TB, addr, domain string) string {
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr,
 		&tls.Config{ServerName: domain, InsecureSkipVerify: true})
@@ -65,20 +116,8 @@ func TestReplicasBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(etcd.Stop)
-	socks := replicaSims(t, w, 3)
 	domain := "app." + testZone
-	be := newBackend(t, "app")
-	var ps []*proc
-	for _, sock := range socks {
-		env := w.env(t.TempDir(), map[string]string{"DSTACK_SIMULATOR_ENDPOINT": sock, "TARGET_ENDPOINT": be.addr,
-			"CLUSTER_STORE": "etcd://" + strings.TrimPrefix(etcd.Endpoint(), "http://"), "METRICS_LISTEN": "127.0.0.1:0",
-			"SET_CAA": "true"})
-		ps = append(ps, startIngress(t, bin, env, "--listen", "127.0.0.1:0"))
-	}
-	var addrs []string
-	for _, p := range ps {
-		addrs = append(addrs, p.addr())
-	}
+	ps, addrs := startReplicas(t, bin, w, etcd, 3)
 	for _, p := range ps {
 		p.waitReady()
 	}
@@ -132,4 +171,99 @@ func metricInt(m, name string) int {
 		return n
 	}
 	return 0
+}
+
+// TestReplicasIssuerKilled: the elected issuer is SIGKILLed while its
+// order is at the CA; another replica takes over once the lease lapses
+// and issues; nothing is half-installed: both survivors serve one leaf and
+// publish evidence that verifies.
+func TestReplicasIssuerKilled(t *testing.T) {
+	bin, _ := binaries(t)
+	w := newWorld(t, acmeca.Options{})
+	release := w.ca.HoldNewOrders()
+	t.Cleanup(release)
+	etcd, err := etcdtest.Start(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(etcd.Stop)
+	domain := "app." + testZone
+	ps, addrs := startReplicas(t, bin, w, etcd, 3)
+	waitFor(t, "the issuer's order at the CA", 60*time.Second, func() bool { return w.ca.Waiting() == 1 }, func() string { return "" })
+	dead := leaderAmong(t, ps, -1)
+	ps[dead].cmd.Process.Kill()
+	<-ps[dead].done
+	killed := time.Now()
+	// The successor's order arrives after the lease (15 s) lapsed.
+	waitFor(t, "the successor's order", 60*time.Second, func() bool { return w.ca.Waiting() == 1 && time.Since(killed) > time.Second },
+		func() string { return "" })
+	release()
+	var live []string
+	for i, a := range addrs {
+		if i != dead {
+			live = append(live, a)
+		}
+	}
+	serial := sameServed(t, domain, live...)
+	t.Logf("successor issued %s %s after the kill", serial, time.Since(killed).Round(time.Second))
+	if n := w.ca.Orders(); n < 1 || n > 2 {
+		t.Fatalf("%d orders at the CA, want 1 (at most one extra)", n)
+	}
+	for i, p := range ps {
+		if i == dead {
+			continue
+		}
+		p.waitReady()
+		verifyEvidence(t, w, addrs[i], domain)
+	}
+}
+
+// TestReplicasIssuerPaused: the elected issuer is SIGSTOPped during its
+// order past its lease; a successor issues; the old one resumes, finishes
+// its order, has its write refused by the fence, installs the successor's
+// certificate, and its own certificate still enters the shared history.
+func TestReplicasIssuerPaused(t *testing.T) {
+	bin, _ := binaries(t)
+	w := newWorld(t, acmeca.Options{})
+	release := w.ca.HoldNewOrders()
+	t.Cleanup(release)
+	etcd, err := etcdtest.Start(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(etcd.Stop)
+	domain := "app." + testZone
+	ps, addrs := startReplicas(t, bin, w, etcd, 3)
+	waitFor(t, "the issuer's order at the CA", 60*time.Second, func() bool { return w.ca.Waiting() == 1 }, func() string { return "" })
+	old := leaderAmong(t, ps, -1)
+	ps[old].cmd.Process.Signal(syscall.SIGSTOP)
+	t.Cleanup(func() { ps[old].cmd.Process.Signal(syscall.SIGCONT) })
+	next := leaderAmong(t, ps, old)
+	waitFor(t, "both orders at the CA", 30*time.Second, func() bool { return w.ca.Waiting() == 2 }, func() string { return "" })
+	release()
+	var others []string
+	for i, a := range addrs {
+		if i != old {
+			others = append(others, a)
+		}
+	}
+	serial := sameServed(t, domain, others...)
+	ps[old].cmd.Process.Signal(syscall.SIGCONT)
+	fenced := ps[old].waitLog(regexp.MustCompile(`msg="the issuer lock lapsed during the order.*serial=(\w+)`), 60*time.Second)
+	if got := sameServed(t, domain, addrs...); got != serial {
+		t.Fatalf("after resuming, the replicas serve %s; want the successor's %s", got, serial)
+	}
+	if n := w.ca.Orders(); n != 2 {
+		t.Fatalf("%d orders at the CA, want 2", n)
+	}
+	// The fenced-out certificate is public in CT: every history lists it.
+	waitFor(t, "the fenced-out certificate in the history", 60*time.Second, func() bool {
+		pb := verifyEvidence(t, w, addrs[next], domain)
+		for _, h := range pb.History {
+			if strings.TrimLeft(h.Serial, "0") == strings.TrimLeft(fenced[1], "0") {
+				return true
+			}
+		}
+		return false
+	}, func() string { return "" })
 }

@@ -79,6 +79,8 @@ type CA struct {
 	lastReplaces string
 	limitLeft    int
 	limitRetry   time.Duration
+	hold         chan struct{} // non-nil: new orders wait for it to close
+	waiting      int
 }
 
 // envMu serializes the environment changes around pebble's constructors.
@@ -280,6 +282,32 @@ func (c *CA) RateLimitNextOrders(n int, retryAfter time.Duration) {
 	c.limitLeft, c.limitRetry = max(n, 0), retryAfter
 }
 
+// HoldNewOrders makes new-order requests wait until release is called, or
+// until their client goes away (then pebble never sees them), so that a
+// test can act on an issuer in the middle of an order.
+func (c *CA) HoldNewOrders() (release func()) {
+	ch := make(chan struct{})
+	c.mu.Lock()
+	c.hold = ch
+	c.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			c.hold = nil
+			c.mu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+// Waiting is how many new-order requests HoldNewOrders holds now.
+func (c *CA) Waiting() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.waiting
+}
+
 // Close stops the ACME server, waiting for requests in flight.
 func (c *CA) Close() {
 	c.srv.Close()
@@ -310,6 +338,9 @@ func (c *CA) newOrder(w http.ResponseWriter, r *http.Request) {
 	replaces := orderReplaces(body)
 	aliasSignedSerial(c.db, replaces)
 
+	if !c.waitHold(r) {
+		return
+	}
 	c.mu.Lock()
 	c.lastReplaces = replaces
 	limited := c.limitLeft > 0
@@ -329,6 +360,30 @@ func (c *CA) newOrder(w http.ResponseWriter, r *http.Request) {
 		c.mu.Lock()
 		c.orders++
 		c.mu.Unlock()
+	}
+}
+
+// waitHold waits while new orders are held; false: the client went away.
+func (c *CA) waitHold(r *http.Request) bool {
+	c.mu.Lock()
+	hold := c.hold
+	if hold != nil {
+		c.waiting++
+	}
+	c.mu.Unlock()
+	if hold == nil {
+		return true
+	}
+	defer func() {
+		c.mu.Lock()
+		c.waiting--
+		c.mu.Unlock()
+	}()
+	select {
+	case <-hold:
+		return true
+	case <-r.Context().Done():
+		return false
 	}
 }
 
