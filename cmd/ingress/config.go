@@ -250,6 +250,7 @@ var groups = []struct {
 	}},
 	{"Development and tests (never needed in production)", []option{
 		{flag: "dev", def: "false", help: "run everything locally: ACME CA, DNS, Cloudflare API, guest-agent simulator, demo backend; NOT A TEE"},
+		{flag: "replicas", def: "1", arg: "N", help: "with --dev: run N instances of the app (1-10) on consecutive ports from --listen, sharing certificates through an embedded etcd"},
 		{env: "DSTACK_SIMULATOR_ENDPOINT", arg: "PATH", help: "use a dstack simulator's socket instead of the guest agent (logged loudly: NOT A TEE)"},
 		{env: "CLOUDFLARE_API_URL", arg: "URL", help: "send Cloudflare API calls to this base URL instead of https://api.cloudflare.com/client/v4"},
 		{env: "CLOUDFLARE_API_CA", arg: "FILE", help: "PEM roots trusted for CLOUDFLARE_API_URL"},
@@ -308,7 +309,7 @@ func usageText() string {
 	for _, g := range groups {
 		fmt.Fprintf(&b, "\n%s:\n", g.title)
 		for _, o := range g.opts {
-			if o.flag == "dev" && !devBuilt {
+			if (o.flag == "dev" || o.flag == "replicas") && !devBuilt {
 				continue
 			}
 			left := "  "
@@ -517,6 +518,9 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*Config, er
 	}
 	if c.Dev {
 		return parseDevFlags(s)
+	}
+	if s.given("replicas") {
+		return nil, configErrorf("--replicas needs --dev (in production, each instance runs one ingress; share them with CLUSTER_STORE)")
 	}
 	if err := parseLogging(s, c); err != nil {
 		return nil, err
@@ -1036,7 +1040,7 @@ func covers(name, host string) bool {
 
 // devFlags are the flags --dev honours; everything else is the dev world's.
 var devFlags = []string{"listen", "mode", "alpn", "target", "state-dir", "metrics-listen", "log-format", "log-level",
-	"drain-timeout", "maxconn", "timeout-connect", "timeout-client", "timeout-server", "evidence-server", "proxy-protocol"}
+	"drain-timeout", "maxconn", "timeout-connect", "timeout-client", "timeout-server", "evidence-server", "proxy-protocol", "replicas"}
 
 // parseDevFlags checks the flags given with --dev. The environment is not
 // read at all in dev mode: a shell holding production credentials

@@ -99,6 +99,7 @@ func TestConfigErrorsBinary(t *testing.T) {
 		{"unknown flag", nil, []string{"--nope"}, []string{"unknown flag --nope"}},
 		{"flag wins over env", map[string]string{"PROXY_MODE": "http"}, []string{"--mode", "l7"}, []string{"--mode=\"l7\""}},
 		{"dev with a domain", nil, []string{"--dev", "--domain", "x.example.com"}, []string{"--domain cannot be used with --dev"}},
+		{"replicas without dev", nil, []string{"--replicas", "3"}, []string{"--replicas needs --dev"}},
 		{"stray argument", nil, []string{"serve"}, []string{"unexpected argument \"serve\""}},
 		{"bad CLUSTER_STORE scheme", map[string]string{"CLUSTER_STORE": "redis://r:6379"}, nil, []string{"CLUSTER_STORE=\"redis://r:6379\"", "etcd://host:port"}},
 		{"bad CLUSTER_STORE address", map[string]string{"CLUSTER_STORE": "etcd://etcd:2379,etcd2"}, nil, []string{"CLUSTER_STORE=", "etcd://host:port"}},

@@ -90,17 +90,26 @@ func (w *devWorld) close() {
 	}
 }
 
-// runDev starts the dev world and runs the daemon against it. The
-// environment is not read: every setting comes from the world, and the few
-// flags parseDevFlags allows.
+// runDev starts the dev world and runs the daemon against it (or
+// --replicas daemons, dev_replicas.go). The environment is not read: every
+// setting comes from the world, and the few flags parseDevFlags allows.
 func runDev(ctx context.Context, cfg *Config, log *slog.Logger, stdout, stderr io.Writer, reload <-chan os.Signal) int {
 	io.WriteString(stderr, devBanner)
 	log.Warn("NOT A TEE: --dev runs everything locally with a simulator; nothing is attested")
 	args := []string{"--listen=" + devListen}
-	dir := ""
+	dir, replicas := "", 1
 	for _, a := range cfg.DevArgs {
 		if v, ok := strings.CutPrefix(a, "--state-dir="); ok {
 			dir = v
+			continue
+		}
+		if v, ok := strings.CutPrefix(a, "--replicas="); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 10 {
+				fmt.Fprintf(stderr, "ingress: error: --replicas=%q is not valid: want a number of instances from 1 to 10\n", v)
+				return 2
+			}
+			replicas = n
 			continue
 		}
 		args = append(args, a)
@@ -127,7 +136,25 @@ func runDev(ctx context.Context, cfg *Config, log *slog.Logger, stdout, stderr i
 		return 1
 	}
 	defer w.close()
-	env := map[string]string{
+	if replicas > 1 {
+		return runDevReplicas(ctx, w, args, replicas, log, stdout, stderr)
+	}
+	env := w.env(dir, filepath.Join(dir, devSocket))
+	dcfg, err := parseConfig(args, lookupIn(env))
+	if err != nil {
+		fmt.Fprintf(stderr, "ingress: error: --dev: %s\n", err)
+		return 2
+	}
+	return runDaemon(ctx, dcfg, log, w.environment(env, stdout, reload, func(addr *net.TCPAddr) {
+		w.printCommands(stdout, addr)
+		fmt.Fprintln(stdout, "ready")
+	}))
+}
+
+// env is the daemon's configuration against the world, with its state in
+// stateDir and the guest agent at sock.
+func (w *devWorld) env(stateDir, sock string) map[string]string {
+	return map[string]string{
 		"DOMAIN":                    devDomain,
 		"TARGET_ENDPOINT":           "http://" + w.beAddr,
 		"GATEWAY_DOMAIN":            devGateway,
@@ -136,36 +163,39 @@ func runDev(ctx context.Context, cfg *Config, log *slog.Logger, stdout, stderr i
 		"CLOUDFLARE_API_TOKEN":      devToken,
 		"ACME_DIRECTORY":            w.ca.DirectoryURL(),
 		"ACME_ACCOUNT_KEY":          "kms",
-		"STATE_DIR":                 filepath.Join(dir, "letsencrypt"),
-		"EVIDENCE_DIR":              filepath.Join(dir, "evidences"),
+		"STATE_DIR":                 filepath.Join(stateDir, "letsencrypt"),
+		"EVIDENCE_DIR":              filepath.Join(stateDir, "evidences"),
 		"DNS_RESOLVERS":             w.dns.Addr(),
-		"DSTACK_SIMULATOR_ENDPOINT": filepath.Join(dir, devSocket),
+		"DSTACK_SIMULATOR_ENDPOINT": sock,
 	}
-	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-	dcfg, err := parseConfig(args, lookup)
-	if err != nil {
-		fmt.Fprintf(stderr, "ingress: error: --dev: %s\n", err)
-		return 2
-	}
-	verify := verifycliCommand()
-	return runDaemon(ctx, dcfg, log, environment{
+}
+
+func lookupIn(env map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+}
+
+// environment connects a daemon to the world's CA and Cloudflare API.
+func (w *devWorld) environment(env map[string]string, stdout io.Writer, reload <-chan os.Signal, onReady func(*net.TCPAddr)) environment {
+	return environment{
 		stdout:        stdout,
 		reload:        reload,
 		acmeTransport: w.ca.HTTPClient().Transport,
 		dnsProvider: func(l *slog.Logger) (*dnscaa.Client, error) {
-			return dnscaa.NewProvider(dnscaa.ProviderConfig{Name: "cloudflare", Lookup: lookup, HTTPClient: w.cf.HTTPClient(), Logger: l})
+			return dnscaa.NewProvider(dnscaa.ProviderConfig{Name: "cloudflare", Lookup: lookupIn(env), HTTPClient: w.cf.HTTPClient(), Logger: l})
 		},
-		onReady: func(addr *net.TCPAddr) {
-			port := strconv.Itoa(addr.Port)
-			host := addr.IP.String()
-			ca := filepath.Join(dir, devCAFile)
-			fmt.Fprintf(stdout, "verify: %s domain https://%s --connect %s --ca-file %s --tdx-root %s --resolver %s --ct-url off\n",
-				verify, devDomain, net.JoinHostPort(host, port), shellQuote(ca), shellQuote(filepath.Join(dir, devTDXRootFile)), w.dns.Addr())
-			fmt.Fprintf(stdout, "curl --cacert %s --resolve %s:%s:%s https://%s:%s/\n", shellQuote(ca), devDomain, port, host, devDomain, port)
-			fmt.Fprintf(stdout, "evidence: https://%s:%s/evidences/ (state dir %s)\n", devDomain, port, shellQuote(dir))
-			fmt.Fprintln(stdout, "ready")
-		},
-	})
+		onReady: onReady,
+	}
+}
+
+// printCommands prints how to check the instance listening on addr.
+func (w *devWorld) printCommands(stdout io.Writer, addr *net.TCPAddr) {
+	port := strconv.Itoa(addr.Port)
+	host := addr.IP.String()
+	ca := filepath.Join(w.dir, devCAFile)
+	fmt.Fprintf(stdout, "verify: %s domain https://%s --connect %s --ca-file %s --tdx-root %s --resolver %s --ct-url off\n",
+		verifycliCommand(), devDomain, net.JoinHostPort(host, port), shellQuote(ca), shellQuote(filepath.Join(w.dir, devTDXRootFile)), w.dns.Addr())
+	fmt.Fprintf(stdout, "curl --cacert %s --resolve %s:%s:%s https://%s:%s/\n", shellQuote(ca), devDomain, port, host, devDomain, port)
+	fmt.Fprintf(stdout, "evidence: https://%s:%s/evidences/ (state dir %s)\n", devDomain, port, shellQuote(w.dir))
 }
 
 // startDevWorld starts the stand-ins and writes the trust material a

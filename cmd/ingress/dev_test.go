@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -81,5 +83,62 @@ func TestDev(t *testing.T) {
 	}
 	if code := p2.stop(); code != 0 {
 		t.Fatalf("exit %d:\n%s", code, p2.logs())
+	}
+}
+
+// TestDevReplicas: `ingress --dev --replicas 3` runs three instances of the
+// app on consecutive ports with an embedded etcd; each printed verify
+// command passes and all three serve the same certificate.
+func TestDevReplicas(t *testing.T) {
+	bin, _ := binaries(t)
+	state := filepath.Join(t.TempDir(), "dev")
+	base := freePort(t)
+	p := startIngress(t, bin, nil, "--dev", "--replicas", "3", "--listen", "127.0.0.1:"+strconv.Itoa(base), "--state-dir", state)
+	waitFor(t, "the ready line", 90*time.Second, func() bool {
+		if p.exited() {
+			t.Fatalf("ingress --dev --replicas 3 exited:\n%s", p.logs())
+		}
+		return strings.Contains(p.stdout.String(), "\nready\n")
+	}, p.logs)
+	verifies := regexp.MustCompile(`(?m)^verify: (.*--connect (\S+) .*)$`).FindAllStringSubmatch(p.stdout.String(), -1)
+	if len(verifies) != 3 {
+		t.Fatalf("%d verify lines, want 3:\n%s", len(verifies), p.stdout.String())
+	}
+	var addrs []string
+	for _, v := range verifies {
+		addrs = append(addrs, v[2])
+	}
+	slices.Sort(addrs)
+	for i, a := range addrs {
+		if want := "127.0.0.1:" + strconv.Itoa(base+i); a != want {
+			t.Errorf("replica %d listens on %s, want %s", i, a, want)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	for _, v := range verifies {
+		res, err := exec.CommandContext(ctx, "sh", "-c", v[1]).CombinedOutput()
+		if err != nil || !strings.Contains(string(res), "result: PASS") {
+			t.Fatalf("verify for %s failed (%v):\n%s", v[2], err, res)
+		}
+	}
+	if s := sameServed(t, devDomain, addrs...); s == "" {
+		t.Fatal("no certificate served")
+	}
+	if n := strings.Count(p.stderr.String(), `msg="obtained certificate"`); n != 1 {
+		t.Errorf("%d certificates obtained over three replicas, want 1", n)
+	}
+	if code := p.stop(); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, p.logs())
+	}
+}
+
+func TestDevReplicasRefused(t *testing.T) {
+	bin, _ := binaries(t)
+	for _, n := range []string{"0", "11", "three"} {
+		p := startIngress(t, bin, nil, "--dev", "--replicas", n, "--listen", "127.0.0.1:0", "--state-dir", t.TempDir())
+		if code := p.wait(30 * time.Second); code != 2 || !strings.Contains(p.stderr.String(), `--replicas="`+n+`" is not valid: want a number of instances from 1 to 10`) {
+			t.Errorf("--replicas %s: exit %d:\n%s", n, code, p.stderr.String())
+		}
 	}
 }
