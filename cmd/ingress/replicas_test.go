@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/tee-ingress/tee-ingress/internal/acmeca"
 	"github.com/tee-ingress/tee-ingress/internal/agentsim"
 	"github.com/tee-ingress/tee-ingress/internal/etcdtest"
@@ -52,7 +54,7 @@ func startReplicas(t testing.TB, bin string, w *world, etcd *etcdtest.Server, n 
 	for _, sock := range socks {
 		env := w.env(t.TempDir(), map[string]string{"DSTACK_SIMULATOR_ENDPOINT": sock, "TARGET_ENDPOINT": be.addr,
 			"CLUSTER_STORE": "etcd://" + strings.TrimPrefix(etcd.Endpoint(), "http://"), "METRICS_LISTEN": "127.0.0.1:0",
-			"SET_CAA": "true"})
+			"SET_CAA": "true", "GATEWAY_DOMAIN": "_.gw." + testZone})
 		ps = append(ps, startIngress(t, bin, env, "--listen", "127.0.0.1:0"))
 	}
 	for _, p := range ps {
@@ -131,6 +133,23 @@ func TestReplicasBinary(t *testing.T) {
 	if n := w.ca.Orders(); n != 1 {
 		t.Fatalf("%d orders at the CA, want 1", n)
 	}
+	// The records were written once, not once per replica.
+	for _, name := range []string{domain + ".", "_dstack-app-address." + domain + "."} {
+		for _, typ := range []uint16{dns.TypeCNAME, dns.TypeTXT, dns.TypeCAA} {
+			if rrs := w.dns.Records(name, typ); len(rrs) > 1 {
+				t.Errorf("%d %s records at %s: %v", len(rrs), dns.TypeToString[typ], name, rrs)
+			}
+		}
+	}
+	writes := 0
+	for _, r := range w.cf.Requests() {
+		if !strings.HasPrefix(r, "GET") {
+			writes++
+		}
+	}
+	// Each test replica listens on its own port, so each rewrites the
+	// routing TXT (app id:port); deployed replicas share one port.
+	t.Logf("Cloudflare API writes over three replicas: %d of %d requests", writes, len(w.cf.Requests()))
 	for _, a := range addrs {
 		pb := verifyEvidence(t, w, a, domain)
 		var found bool

@@ -652,6 +652,19 @@ func (d *daemon) applyDNS(ctx context.Context) error {
 	if cfg.GatewayDomain == "" && !cfg.SetCAA {
 		return nil
 	}
+	if d.shared != nil {
+		// Replicas write the records one at a time: the first writes,
+		// the others find them in place.
+		lock, err := d.shared.Lock(ctx, "dns")
+		if err != nil {
+			return fmt.Errorf("taking the replicas' DNS lock: %w", err)
+		}
+		defer func() {
+			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			lock.Unlock(uctx)
+			cancel()
+		}()
+	}
 	d.mu.Lock()
 	info, accountURI := d.info, d.accountURI
 	d.mu.Unlock()
