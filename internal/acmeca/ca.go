@@ -30,6 +30,7 @@ import (
 // Boulder's on purpose).
 const (
 	newOrderPath  = "/order-plz"
+	newAcctPath   = "/sign-me-up"
 	orderPath     = "/my-order/"
 	authzPath     = "/authZ/"
 	challengePath = "/chalZ/"
@@ -79,8 +80,12 @@ type CA struct {
 	lastReplaces string
 	limitLeft    int
 	limitRetry   time.Duration
-	hold         chan struct{} // non-nil: new orders wait for it to close
-	waiting      int
+	// acctMu serialises new-account requests: pebble updates an
+	// existing account while encoding it for another request for the
+	// same key (replicas register one KMS-derived key at once).
+	acctMu  sync.Mutex
+	hold    chan struct{} // non-nil: new orders wait for it to close
+	waiting int
 }
 
 // envMu serializes the environment changes around pebble's constructors.
@@ -317,6 +322,10 @@ func (c *CA) Close() {
 // serve wraps pebble's handler: it counts and inspects new orders, injects
 // rate limits and adds Retry-After to polled resources.
 func (c *CA) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost && r.URL.Path == newAcctPath {
+		c.acctMu.Lock()
+		defer c.acctMu.Unlock()
+	}
 	if r.Method == http.MethodPost && r.URL.Path == newOrderPath {
 		c.newOrder(w, r)
 		return

@@ -10,12 +10,20 @@ import (
 	"net/url"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
 
+// TLS makes the server speak TLS to clients and require a client
+// certificate signed by CAFile.
+type TLS struct {
+	CertFile, KeyFile, CAFile string
+}
+
 // Server is one etcd member with its data directory.
 type Server struct {
+	tls       *TLS
 	dir       string
 	clientURL url.URL
 	peerURL   url.URL
@@ -23,7 +31,11 @@ type Server struct {
 }
 
 // Start runs etcd with its data in dir, on free loopback ports.
-func Start(dir string) (*Server, error) {
+func Start(dir string) (*Server, error) { return StartTLS(dir, nil) }
+
+// StartTLS is Start with client TLS and client-certificate authentication
+// (nil: plain).
+func StartTLS(dir string, t *TLS) (*Server, error) {
 	cport, err := freePort()
 	if err != nil {
 		return nil, err
@@ -32,8 +44,12 @@ func Start(dir string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{dir: dir,
-		clientURL: url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", cport)},
+	scheme := "http"
+	if t != nil {
+		scheme = "https"
+	}
+	s := &Server{dir: dir, tls: t,
+		clientURL: url.URL{Scheme: scheme, Host: fmt.Sprintf("127.0.0.1:%d", cport)},
 		peerURL:   url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", pport)},
 	}
 	return s, s.start()
@@ -51,6 +67,10 @@ func (s *Server) start() error {
 	cfg.ListenPeerUrls = []url.URL{s.peerURL}
 	cfg.AdvertisePeerUrls = []url.URL{s.peerURL}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	if s.tls != nil {
+		cfg.ClientTLSInfo = transport.TLSInfo{CertFile: s.tls.CertFile, KeyFile: s.tls.KeyFile,
+			TrustedCAFile: s.tls.CAFile, ClientCertAuth: true}
+	}
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
