@@ -192,23 +192,30 @@ func metricInt(m, name string) int {
 	return 0
 }
 
-// TestReplicasIssuerKilled: the elected issuer is SIGKILLed while its
-// order is at the CA; another replica takes over once the lease lapses
-// and issues; nothing is half-installed: both survivors serve one leaf and
-// publish evidence that verifies.
-func TestReplicasIssuerKilled(t *testing.T) {
+// replicasMidOrder starts three replicas with the CA holding new orders and
+// returns once the elected issuer's order is held there.
+func replicasMidOrder(t *testing.T) (w *world, release func(), ps []*proc, addrs []string) {
 	bin, _ := binaries(t)
-	w := newWorld(t, acmeca.Options{})
-	release := w.ca.HoldNewOrders()
+	w = newWorld(t, acmeca.Options{})
+	release = w.ca.HoldNewOrders()
 	t.Cleanup(release)
 	etcd, err := etcdtest.Start(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(etcd.Stop)
-	domain := "app." + testZone
-	ps, addrs := startReplicas(t, bin, w, etcd, 3)
+	ps, addrs = startReplicas(t, bin, w, etcd, 3)
 	waitFor(t, "the issuer's order at the CA", 60*time.Second, func() bool { return w.ca.Waiting() == 1 }, func() string { return "" })
+	return w, release, ps, addrs
+}
+
+// TestReplicasIssuerKilled: the elected issuer is SIGKILLed while its
+// order is at the CA; another replica takes over once the lease lapses
+// and issues; nothing is half-installed: both survivors serve one leaf and
+// publish evidence that verifies.
+func TestReplicasIssuerKilled(t *testing.T) {
+	w, release, ps, addrs := replicasMidOrder(t)
+	domain := "app." + testZone
 	dead := leaderAmong(t, ps, -1)
 	ps[dead].cmd.Process.Kill()
 	<-ps[dead].done
@@ -242,18 +249,8 @@ func TestReplicasIssuerKilled(t *testing.T) {
 // its order, has its write refused by the fence, installs the successor's
 // certificate, and its own certificate still enters the shared history.
 func TestReplicasIssuerPaused(t *testing.T) {
-	bin, _ := binaries(t)
-	w := newWorld(t, acmeca.Options{})
-	release := w.ca.HoldNewOrders()
-	t.Cleanup(release)
-	etcd, err := etcdtest.Start(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(etcd.Stop)
+	w, release, ps, addrs := replicasMidOrder(t)
 	domain := "app." + testZone
-	ps, addrs := startReplicas(t, bin, w, etcd, 3)
-	waitFor(t, "the issuer's order at the CA", 60*time.Second, func() bool { return w.ca.Waiting() == 1 }, func() string { return "" })
 	old := leaderAmong(t, ps, -1)
 	ps[old].cmd.Process.Signal(syscall.SIGSTOP)
 	t.Cleanup(func() { ps[old].cmd.Process.Signal(syscall.SIGCONT) })
