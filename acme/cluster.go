@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/go-acme/lego/v4/challenge"
+
+	"github.com/tee-ingress/tee-ingress/internal/wait"
 )
 
 // Replicas. With Config.Shared set, the instances of one app elect one
@@ -160,7 +162,7 @@ func (m *Manager) install(domains []string, c *Certificate, data []byte, force b
 // certificates, challenges to answer and the history. Watches that end
 // early (the store restarted) are opened again, with a full read.
 func (m *Manager) follow(ctx context.Context, sets [][]string) {
-	wait := time.Second
+	backoff := time.Second
 	for ctx.Err() == nil {
 		wctx, cancel := context.WithCancel(ctx)
 		certs := m.cfg.Shared.Watch(wctx, "certs/")
@@ -191,10 +193,10 @@ func (m *Manager) follow(ctx context.Context, sets [][]string) {
 		}
 		tick.Stop()
 		cancel()
-		if !sleepCtx(ctx, wait) {
+		if !wait.Sleep(ctx, backoff) {
 			return
 		}
-		wait = min(wait*2, time.Minute)
+		backoff = min(backoff*2, time.Minute)
 	}
 }
 
@@ -426,16 +428,5 @@ func (m *Manager) syncHistory(ctx context.Context) {
 			m.log.Warn("shared history not updated; retried later", "err", err)
 			return
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tee-ingress/tee-ingress/evidence"
+	"github.com/tee-ingress/tee-ingress/internal/wait"
 )
 
 // maxBundleAttempts bounds re-fetching when the server swaps in a new bundle
@@ -166,14 +167,7 @@ func waitRetry(ctx context.Context, retryAfter string, attempt int) bool {
 	if n, err := strconv.Atoi(strings.TrimSpace(retryAfter)); err == nil && n >= 0 {
 		d = time.Duration(n) * time.Second
 	}
-	t := time.NewTimer(min(d, maxRetryWait))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return wait.Sleep(ctx, min(d, maxRetryWait))
 }
 
 // liveChecks verifies the live quote against the fetched bundle and the

@@ -29,6 +29,7 @@ import (
 	"github.com/tee-ingress/tee-ingress/evidence"
 	"github.com/tee-ingress/tee-ingress/evidence/agent"
 	"github.com/tee-ingress/tee-ingress/internal/dirlock"
+	"github.com/tee-ingress/tee-ingress/internal/wait"
 	"github.com/tee-ingress/tee-ingress/proxy"
 )
 
@@ -475,7 +476,7 @@ func (d *daemon) getAgent() *agent.Agent {
 // between attempts. Each failure is logged and is step's problem in /readyz
 // until f succeeds. It reports whether f succeeded.
 func (d *daemon) retry(ctx context.Context, step string, f func(context.Context) error) bool {
-	wait := retryInitial
+	delay := retryInitial
 	for attempt := 1; ; attempt++ {
 		err := f(ctx)
 		if err == nil {
@@ -486,28 +487,17 @@ func (d *daemon) retry(ctx context.Context, step string, f func(context.Context)
 			return false
 		}
 		d.setProblem(step, err.Error())
-		d.log.Error("start-up step failed; retrying", "step", step, "attempt", attempt, "retry_in", wait.String(), "err", err)
-		if !sleep(ctx, jitter(wait)) {
+		d.log.Error("start-up step failed; retrying", "step", step, "attempt", attempt, "retry_in", delay.String(), "err", err)
+		if !wait.Sleep(ctx, jitter(delay)) {
 			return false
 		}
-		wait = min(wait*2, retryMax)
+		delay = min(delay*2, retryMax)
 	}
 }
 
 // jitter spreads d over [d/2, d] so that instances of one app do not retry
 // in step.
 func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
 
 // provision is the ACME lifecycle: stored certificates first (served at
 // once, with no network), then identity, account, DNS records, and the
@@ -550,7 +540,7 @@ func (d *daemon) provision(ctx context.Context) {
 		d.setProblem(stepDNS, err.Error())
 		d.log.Error("DNS records not written; retrying in the background while certificates proceed", "step", stepDNS, "err", err)
 		wg.Go(func() {
-			if sleep(ctx, jitter(retryInitial)) {
+			if wait.Sleep(ctx, jitter(retryInitial)) {
 				d.retry(ctx, stepDNS, d.applyDNS)
 			}
 		})
@@ -777,7 +767,7 @@ func (d *daemon) kickEvidence() {
 // change, retrying failed publications; the previous bundle stays served
 // meanwhile.
 func (d *daemon) evidenceLoop(ctx context.Context) {
-	wait := retryInitial
+	delay := retryInitial
 	var retryC <-chan time.Time
 	for {
 		select {
@@ -800,12 +790,12 @@ func (d *daemon) evidenceLoop(ctx context.Context) {
 				return
 			}
 			d.setProblem(stepEvidence, "publishing failed (the previous bundle stays): "+err.Error())
-			d.log.Error("evidence not published; retrying", "retry_in", wait.String(), "err", err)
-			retryC = time.After(jitter(wait))
-			wait = min(wait*2, retryMax)
+			d.log.Error("evidence not published; retrying", "retry_in", delay.String(), "err", err)
+			retryC = time.After(jitter(delay))
+			delay = min(delay*2, retryMax)
 			continue
 		}
-		wait = retryInitial
+		delay = retryInitial
 		d.mu.Lock()
 		d.publishedGen, d.published, d.publishedAll = gen, time.Now(), all
 		d.mu.Unlock()
