@@ -23,6 +23,7 @@ import (
 	"time"
 
 	legoacme "github.com/go-acme/lego/v4/acme"
+	"github.com/go-acme/lego/v4/acme/api"
 	"github.com/go-acme/lego/v4/certcrypto"
 	"github.com/go-acme/lego/v4/certificate"
 	"github.com/go-acme/lego/v4/challenge"
@@ -30,6 +31,7 @@ import (
 	"github.com/go-acme/lego/v4/lego"
 	"github.com/go-acme/lego/v4/registration"
 
+	"github.com/tee-ingress/tee-ingress/dnsread"
 	"github.com/tee-ingress/tee-ingress/internal/atomicfile"
 )
 
@@ -47,6 +49,10 @@ type ChallengeType string
 const (
 	DNS01     ChallengeType = "dns-01"
 	TLSALPN01 ChallengeType = "tls-alpn-01"
+	// DNSPersist01 is draft-ietf-acme-dns-persist: a standing TXT record
+	// at _validation-persist.<name> authorises this account; nothing is
+	// written per order, so no DNS credential is needed.
+	DNSPersist01 ChallengeType = "dns-persist-01"
 )
 
 // EAB is an external account binding, for CAs that require one.
@@ -88,8 +94,11 @@ type Config struct {
 	// Challenge is the validation method. Zero means DNS01.
 	Challenge ChallengeType
 	// Solver answers Challenge: a DNS-01 provider (dnscaa) or the proxy's
-	// tls-alpn-01 responder. Required.
+	// tls-alpn-01 responder. Required, but for DNSPersist01.
 	Solver challenge.Provider
+	// Resolver looks up the dns-persist-01 records before each order. Nil
+	// means the system's resolvers.
+	Resolver *dnsread.Resolver
 	// DNS01Options are passed to lego's DNS-01 solver, e.g. to replace its
 	// propagation check when Solver already waits for propagation.
 	DNS01Options []dns01.ChallengeOption
@@ -158,6 +167,7 @@ type Manager struct {
 	// fields below it are written only under op.
 	op     sync.Mutex
 	client *lego.Client
+	core   *api.Core // dns-persist-01's orders; made at the first
 	user   *user
 	dir    directoryMeta
 
@@ -228,15 +238,15 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.StateDir == "" {
 		return nil, errors.New("acme: no state directory (set STATE_DIR)")
 	}
-	if cfg.Solver == nil {
-		return nil, errors.New("acme: no challenge solver configured")
-	}
 	switch cfg.Challenge {
 	case "":
 		cfg.Challenge = DNS01
-	case DNS01, TLSALPN01:
+	case DNS01, TLSALPN01, DNSPersist01:
 	default:
-		return nil, fmt.Errorf("acme: challenge type %q not supported (accepted: dns-01, tls-alpn-01)", cfg.Challenge)
+		return nil, fmt.Errorf("acme: challenge type %q not supported (accepted: dns-01, tls-alpn-01, dns-persist-01)", cfg.Challenge)
+	}
+	if cfg.Solver == nil && cfg.Challenge != DNSPersist01 {
+		return nil, errors.New("acme: no challenge solver configured")
 	}
 	if cfg.DirectoryURL == "" {
 		cfg.DirectoryURL = LetsEncryptProduction
@@ -426,6 +436,7 @@ func (m *Manager) setupLocked(ctx context.Context) error {
 	case TLSALPN01:
 		err = client.Challenge.SetTLSALPN01Provider(m.cfg.Solver)
 	}
+	m.core = nil // the account may be new
 	if err != nil {
 		return fmt.Errorf("acme: setting %s solver: %w", m.cfg.Challenge, err)
 	}
@@ -735,6 +746,11 @@ func (m *Manager) orderLocked(ctx context.Context, domains []string, replacing *
 	if err := m.checkRoom(); err != nil {
 		return nil, nil, err
 	}
+	if m.cfg.Challenge == DNSPersist01 {
+		if err := m.checkPersistLocked(ctx, domains); err != nil {
+			return nil, nil, err
+		}
+	}
 	req := certificate.ObtainRequest{Domains: domains, Bundle: true}
 	if replacing != nil && m.dir.RenewalInfo != "" {
 		if id, err := certificate.MakeARICertID(replacing.Leaf); err == nil {
@@ -746,7 +762,7 @@ func (m *Manager) orderLocked(ctx context.Context, domains []string, replacing *
 	}
 	start := m.now()
 	m.updateStatus(domains, func(s *Status) { s.Orders++ })
-	res, err := m.client.Certificate.Obtain(req)
+	res, err := m.obtain(ctx, req)
 	if err != nil && req.ReplacesCertID != "" && m.orderRefused(err) {
 		// "replaces" only buys an exemption from rate limits; a CA that
 		// will not accept it must not stop the renewal. Seen: another
@@ -758,7 +774,7 @@ func (m *Manager) orderLocked(ctx context.Context, domains []string, replacing *
 			"domain", domains[0], "replaces", req.ReplacesCertID, "err", err)
 		req.ReplacesCertID = ""
 		m.updateStatus(domains, func(s *Status) { s.Orders++ })
-		res, err = m.client.Certificate.Obtain(req)
+		res, err = m.obtain(ctx, req)
 	}
 	if err != nil {
 		return nil, nil, &ObtainError{Domains: domains, Err: err}
@@ -789,6 +805,14 @@ func (m *Manager) orderLocked(ctx context.Context, domains []string, replacing *
 		m.cfg.OnChange(c)
 	}
 	return c, data, nil
+}
+
+// obtain places and completes one order.
+func (m *Manager) obtain(ctx context.Context, req certificate.ObtainRequest) (*certificate.Resource, error) {
+	if m.cfg.Challenge == DNSPersist01 {
+		return m.obtainPersist(ctx, req)
+	}
+	return m.client.Certificate.Obtain(req)
 }
 
 // store writes the stored form of domains' certificate, or keeps it in
