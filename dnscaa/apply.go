@@ -251,6 +251,10 @@ func zoneChanges(zone string, want []planned, existing []Record, siblings bool) 
 				if e.Type == TypeCAA && e.Tag == w.Tag {
 					del(i, "replaced by the "+w.kind.String()+" of "+w.domain, false)
 				}
+			case kindPersist:
+				if e.Type == TypeTXT && sameIssuer(e.Value, w.Value) {
+					del(i, "replaced by the "+w.kind.String()+" of "+w.domain, false)
+				}
 			}
 			if e.Type == TypeCNAME && w.kind != kindAlias && !aliasAt[w.Name] && !(siblings && w.kind == kindCAA) {
 				return nil, fmt.Errorf("cannot create the %s record for %s at %s: it is a CNAME to %s, and a CNAME must be alone at its name", w.Type, w.domain, w.Name, e.Value)
@@ -281,6 +285,13 @@ func zoneChanges(zone string, want []planned, existing []Record, siblings bool) 
 		changes = append(changes, Change{Action: ActionCreate, Zone: zone, Record: rec, Why: w.kind.String() + " of " + w.domain})
 	}
 	return changes, nil
+}
+
+// sameIssuer says whether two dns-persist-01 values name the same CA.
+func sameIssuer(a, b string) bool {
+	pa, erra := dnsread.ParsePersist(a)
+	pb, errb := dnsread.ParsePersist(b)
+	return erra == nil && errb == nil && pa.Issuer == pb.Issuer
 }
 
 // readBack checks the zone now holds every planned record and none of the

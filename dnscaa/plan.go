@@ -40,6 +40,11 @@ type PlanConfig struct {
 	// CAA pins issuance to one CA, account and method (SET_CAA). nil: no
 	// CAA record is planned.
 	CAA *dnsread.CAAPolicy
+	// Persist, when set, plans the dns-persist-01 records that authorise
+	// this CA (Issuer) and account (AccountURI) for every domain; Wildcard
+	// and Until are ignored (policy=wildcard is set where a wildcard is
+	// served). Nil: none.
+	Persist *dnsread.Persist
 	// DelegationZone is DELEGATION_ZONE: when set, every record is written
 	// into this zone under the served name ("app.example.com" becomes
 	// "app.example.com.<zone>"), and the operator points the served names
@@ -62,6 +67,9 @@ const (
 	// kindCAA: a CAA issue/issuewild record. Records of the same tag at the
 	// name are replaced; iodef and other tags stay.
 	kindCAA
+	// kindPersist: a dns-persist-01 TXT. Records naming the same CA are
+	// replaced; other CAs' stay.
+	kindPersist
 )
 
 func (k kind) String() string {
@@ -70,6 +78,8 @@ func (k kind) String() string {
 		return "gateway alias"
 	case kindRouting:
 		return "gateway routing"
+	case kindPersist:
+		return "dns-persist-01 authorisation"
 	default:
 		return "CAA pinning"
 	}
@@ -237,6 +247,11 @@ func NewPlan(cfg PlanConfig) (*Plan, error) {
 		}
 		challenge := unfqdn(ChallengeName(d.Name, ""))
 		operator(challenge, challenge)
+		if cfg.Persist != nil {
+			name := unfqdn(dnsread.PersistName(d.Name))
+			add(kindPersist, in(name), TypeTXT, persistFor(cfg.Persist, domains, d.Base()).Value(), 0, "")
+			operator(name, name)
+		}
 	}
 	p.records = dedupPlanned(p.records)
 	p.operator = dedupRecords(p.operator)
@@ -244,6 +259,16 @@ func NewPlan(cfg PlanConfig) (*Plan, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// persistFor is the dns-persist-01 authorisation for base: with
+// policy=wildcard when a wildcard of it is served.
+func persistFor(p *dnsread.Persist, domains []Domain, base string) dnsread.Persist {
+	out := dnsread.Persist{Issuer: p.Issuer, AccountURI: p.AccountURI}
+	for _, d := range domains {
+		out.Wildcard = out.Wildcard || d.Wildcard() && d.Base() == base
+	}
+	return out
 }
 
 func checkAppID(id string) error {
