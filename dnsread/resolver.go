@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"time"
 
@@ -19,11 +20,15 @@ const DefaultQueryTimeout = 5 * time.Second
 // lookups, propagation checks and CAA reads.
 type Resolver struct {
 	// Servers are "host:port" addresses of recursive resolvers (in tests,
-	// the authoritative test server). A server without a port gets 53.
+	// the authoritative test server), or https:// URLs of DNS-over-HTTPS
+	// resolvers (RFC 8484). A server without a port gets 53.
 	// Empty: the nameservers of /etc/resolv.conf.
 	Servers []string
 	// Timeout bounds one query to one server. Zero: DefaultQueryTimeout.
 	Timeout time.Duration
+	// HTTPClient carries DNS-over-HTTPS queries. Nil: a client with the
+	// system's roots.
+	HTTPClient *http.Client
 }
 
 func (r *Resolver) QueryTimeout() time.Duration {
@@ -37,7 +42,10 @@ func (r *Resolver) servers() ([]string, error) {
 	if r != nil && len(r.Servers) > 0 {
 		out := make([]string, 0, len(r.Servers))
 		for _, s := range r.Servers {
-			out = append(out, WithPort(s))
+			if !strings.HasPrefix(s, "https://") {
+				s = WithPort(s)
+			}
+			out = append(out, s)
 		}
 		return out, nil
 	}
@@ -74,7 +82,12 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (*dns.M
 	var last *dns.Msg
 	var lastErr error
 	for _, s := range servers {
-		m, err := QueryServer(ctx, s, name, qtype, true, r.QueryTimeout())
+		var m *dns.Msg
+		if strings.HasPrefix(s, "https://") {
+			m, err = queryDoH(ctx, r.httpClient(), s, name, qtype, r.QueryTimeout())
+		} else {
+			m, err = QueryServer(ctx, s, name, qtype, true, r.QueryTimeout())
+		}
 		if err != nil {
 			lastErr = err
 			continue
