@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -502,4 +503,54 @@ func judgeIssue(value string, want CAAPolicy, wantMethods map[string]bool) (stri
 		}
 	}
 	return "us", ""
+}
+
+// PermitsCAA says whether set lets want's CA, with want's account and its
+// first validation method, issue for the name looked up, as a CA reads it
+// (RFC 8659, RFC 8657): an empty set permits any CA; otherwise a record of
+// the governing tag must name the CA, and its accounturi and
+// validationmethods, where present, must admit want's. When not, it says
+// which records refuse.
+func PermitsCAA(set *CAASet, want CAAPolicy) (bool, string) {
+	if set == nil || len(set.Records) == 0 {
+		return true, ""
+	}
+	tag := TagIssue
+	if strings.HasPrefix(set.Name, "*.") && hasTag(set.Records, TagIssueWild) {
+		tag = TagIssueWild
+	}
+	method := strings.ToLower(want.methods()[0])
+	var why []string
+	for _, r := range set.Records {
+		if r.Critical() && !knownTags[r.Tag] {
+			return false, fmt.Sprintf("%s CAA %s: critical flag on a tag no CA understands", set.Owner, r)
+		}
+		if r.Tag != tag {
+			continue
+		}
+		v, err := ParseIssueValue(r.Value)
+		switch {
+		case err != nil || v.Issuer == "":
+			why = append(why, fmt.Sprintf("%s grants no CA", r))
+		case !strings.EqualFold(v.Issuer, want.IssuerDomain):
+			why = append(why, fmt.Sprintf("%s names %s", r, v.Issuer))
+		default:
+			if acct, ok := v.Param(ParamAccountURI); ok && acct != want.AccountURI {
+				why = append(why, fmt.Sprintf("%s pins another account", r))
+				continue
+			}
+			if mv, ok := v.Param(ParamValidationMethods); ok {
+				ms, err := parseMethods(mv)
+				if err != nil || !slices.Contains(ms, method) {
+					why = append(why, fmt.Sprintf("%s does not allow %s", r, method))
+					continue
+				}
+			}
+			return true, ""
+		}
+	}
+	if len(why) == 0 {
+		return false, fmt.Sprintf("%s has CAA records but no %s record: no CA may issue", set.Owner, tag)
+	}
+	return false, fmt.Sprintf("CAA at %s refuses %s (account %s, %s): %s", set.Owner, want.IssuerDomain, want.AccountURI, method, strings.Join(why, "; "))
 }
