@@ -363,3 +363,36 @@ func MissingOperatorRecords(ctx context.Context, r *dnsread.Resolver, plan *Plan
 	}
 	return missing, nil
 }
+
+// Described is a record with what it is for, for an operator creating it.
+type Described struct {
+	Record
+	Note string
+	// Exact: a CNAME that must be exactly this one (the operator's
+	// delegation CNAMEs); a gateway alias may be flattened.
+	Exact bool
+}
+
+// Described lists every record the deployment needs, the operator's
+// delegation CNAMEs first.
+func (p *Plan) Described() []Described {
+	var out []Described
+	for _, r := range p.operator {
+		out = append(out, Described{Record: r, Note: "leads the name into the delegation zone " + unfqdn(p.delegation), Exact: true})
+	}
+	for _, r := range p.records {
+		var note string
+		switch r.kind {
+		case kindAlias:
+			note = "points " + r.domain + " at the dstack gateway"
+		case kindRouting:
+			note = "tells the gateway which app serves " + r.domain
+		case kindCAA:
+			note = "pins issuance for " + r.domain + " to this TEE's ACME account"
+		case kindPersist:
+			note = "authorises this TEE's ACME account for " + r.domain + " (dns-persist-01: no record per order)"
+		}
+		out = append(out, Described{Record: r.Record, Note: note})
+	}
+	return out
+}

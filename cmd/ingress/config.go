@@ -123,6 +123,9 @@ type Config struct {
 	DNS         *dnscaa.Client
 	DNSProvider dnscaa.ProviderConfig
 
+	// DNSSetup is DNS_SETUP_MODE and its settings.
+	DNSSetup DNSSetup
+
 	// Cluster is CLUSTER_*; the zero value means a single instance.
 	Cluster ClusterConfig
 
@@ -149,12 +152,6 @@ type Config struct {
 var ignoredVars = []struct{ name, why string }{
 	{"ALIAS_DOMAIN", "not supported: list the alias in DOMAINS (it gets its own certificate)"},
 	{"ROUTE53_INITIAL_WEIGHT", "weighted Route 53 records are not supported"},
-	{"DNS_SETUP_MODE", "records the ingress cannot write are logged at start; it does not wait for them"},
-	{"DNS_SETUP_TIMEOUT", "not needed"},
-	{"DNS_SETUP_INTERVAL", "not needed"},
-	{"DNS_WEBHOOK_URL", "webhooks are not supported"},
-	{"DNS_WEBHOOK_TOKEN", "webhooks are not supported"},
-	{"DOH_RESOLVERS", "use DNS_RESOLVERS (host:port DNS servers)"},
 	{"TLSALPN_PORT", "tls-alpn-01 is answered on the listen port itself"},
 	{"TLS_TERMINATE_PORT", "tls-alpn-01 is answered on the listen port itself"},
 	{"RENEW_INTERVAL", "renewal follows the CA's ARI window, rechecked every six hours"},
@@ -210,7 +207,7 @@ var groups = []struct {
 		{flag: "self-signed-format", env: "SELF_SIGNED_FORMAT", def: "plain", arg: "FMT", help: "self-signed: plain (attested through GET /attestation), or ra-tls (dstack's RA-TLS: the attestation in the certificate, OID 1.3.6.1.4.1.62397.1.8; /attestation too)"},
 		{flag: "cert", env: "CERT_FILE", arg: "FILE", help: "static: certificate chain, PEM, leaf first"},
 		{flag: "key", env: "KEY_FILE", arg: "FILE", help: "static: private key, PEM"},
-		{flag: "challenge", env: "CHALLENGE_TYPE", def: "dns-01", arg: "TYPE", help: "dns-01 or tls-alpn-01 (answered on the listen port; no wildcards)"},
+		{flag: "challenge", env: "CHALLENGE_TYPE", def: "dns-01", arg: "TYPE", help: "dns-01, tls-alpn-01 (answered on the listen port; no wildcards) or dns-persist-01 (one standing TXT record per name authorises this account: no DNS credential in the TEE)"},
 		{flag: "acme-directory", env: "ACME_DIRECTORY", arg: "URL", help: "ACME directory (https); default Let's Encrypt production"},
 		{flag: "acme-staging", env: "ACME_STAGING", aliases: []string{"CERTBOT_STAGING"}, def: "false", help: "use Let's Encrypt staging"},
 		{flag: "acme-email", env: "ACME_EMAIL", aliases: []string{"CERTBOT_EMAIL"}, arg: "ADDR", help: "optional account contact; it is published in acme-account.json"},
@@ -238,6 +235,13 @@ var groups = []struct {
 		{flag: "delegation-zone", env: "DELEGATION_ZONE", arg: "ZONE", help: "write every record into this zone instead (least-privilege token; the operator CNAMEs into it)"},
 		{flag: "dns-zone", env: "DNS_ZONE", arg: "ZONE", help: "the provider zone holding the records; default: found from the provider's zones"},
 		{flag: "dns-resolvers", env: "DNS_RESOLVERS", arg: "LIST", help: "DNS servers host:port for lookups and propagation checks; default: /etc/resolv.conf and the zone's authoritative servers"},
+		{flag: "dns-setup-mode", env: "DNS_SETUP_MODE", arg: "MODE", help: "api (write records with the DNS provider; the default with credentials), print (print them, go on), wait (print, then wait until visible; the default without credentials), webhook (post them to DNS_WEBHOOK_URL, then wait)"},
+		{env: "DNS_SETUP_TIMEOUT", def: "1800s", arg: "D", help: "wait/webhook: how long to wait for the records"},
+		{env: "DNS_SETUP_INTERVAL", def: "15s", arg: "D", help: "wait/webhook: time between checks"},
+		{env: "DOH_RESOLVERS", def: defaultDoH, arg: "LIST", help: "DNS-over-HTTPS resolvers (RFC 8484) every record must be visible on; DNS_RESOLVERS are used instead when set and this is not"},
+		{env: "DNS_WEBHOOK_URL", arg: "URL", help: "webhook: the endpoint that creates the records (dstack-ingress's signed, attested envelope)"},
+		{env: "DNS_WEBHOOK_TOKEN", arg: "KEY", help: "webhook: HMAC-SHA256 key the endpoint checks", secret: true},
+		{env: "DNS_WEBHOOK_TIMEOUT", def: "15s", arg: "D", help: "webhook: timeout of one attempt (5 attempts, backoff from 1 s)"},
 	}},
 	{"Evidence", []option{
 		{flag: "evidence-dir", env: "EVIDENCE_DIR", def: "/evidences", arg: "DIR", help: "evidence files on disk (a volume shared with the app); empty: memory only"},
@@ -762,10 +766,10 @@ func parseCerts(s *settings, c *Config) error {
 
 	ch, chSrc := s.get("challenge")
 	switch acme.ChallengeType(strings.ToLower(ch)) {
-	case acme.DNS01, acme.TLSALPN01:
+	case acme.DNS01, acme.TLSALPN01, acme.DNSPersist01:
 		c.Challenge = acme.ChallengeType(strings.ToLower(ch))
 	default:
-		return bad(chSrc, ch, "dns-01 or tls-alpn-01")
+		return bad(chSrc, ch, "dns-01, tls-alpn-01 or dns-persist-01")
 	}
 	c.CertFile, _ = s.get("cert")
 	c.KeyFile, _ = s.get("key")
@@ -969,26 +973,34 @@ func parseDNS(s *settings, c *Config) error {
 		cfg.HTTPClient = hc
 	}
 	p, err := dnscaa.NewProvider(cfg)
+	if serr := parseDNSSetup(s, c, err == nil); serr != nil {
+		if mode, _ := s.get("dns-setup-mode"); err != nil && (c.Challenge == acme.DNS01 || strings.EqualFold(mode, dnsModeAPI)) {
+			return providerError(err, s, c, provSrc)
+		}
+		return serr
+	}
+	if c.DNSSetup.operatorManaged() {
+		return nil // the operator writes the records: no provider is used
+	}
 	if err != nil {
-		if c.Challenge == acme.TLSALPN01 && !c.SetCAA && strings.EqualFold(provName, "auto") && !s.given("dns-provider") {
-			// tls-alpn-01 needs no DNS credentials: the records are
-			// printed for the operator to create.
-			return nil
-		}
-		msg := strings.TrimPrefix(err.Error(), dnscaa.ErrConfig.Error()+": ")
-		if provSrc == "--dns-provider" && s.set["dns-provider"] {
-			msg = strings.Replace(msg, "DNS_PROVIDER", "--dns-provider", 1)
-		}
-		switch {
-		case c.Challenge == acme.DNS01:
-			return configErrorf("%s (CHALLENGE_TYPE=dns-01 writes the challenge through the DNS provider)", msg)
-		case c.SetCAA:
-			return configErrorf("%s (SET_CAA=true writes CAA through the DNS provider)", msg)
-		}
-		return configErrorf("%s", msg)
+		return providerError(err, s, c, provSrc)
 	}
 	c.DNS, c.DNSProvider = p, cfg
 	return nil
+}
+
+func providerError(err error, s *settings, c *Config, provSrc string) error {
+	msg := strings.TrimPrefix(err.Error(), dnscaa.ErrConfig.Error()+": ")
+	if provSrc == "--dns-provider" && s.set["dns-provider"] {
+		msg = strings.Replace(msg, "DNS_PROVIDER", "--dns-provider", 1)
+	}
+	switch {
+	case c.Challenge == acme.DNS01:
+		return configErrorf("%s (CHALLENGE_TYPE=dns-01 writes the challenge through the DNS provider)", msg)
+	case c.SetCAA:
+		return configErrorf("%s (SET_CAA=true writes CAA through the DNS provider)", msg)
+	}
+	return configErrorf("%s", msg)
 }
 
 func parseEvidence(s *settings, c *Config) error {

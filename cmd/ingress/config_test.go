@@ -65,7 +65,15 @@ func TestConfigErrorsBinary(t *testing.T) {
 		{"no provider at all", map[string]string{"CLOUDFLARE_API_TOKEN": ""}, nil, []string{"DNS_PROVIDER", "CLOUDFLARE_API_TOKEN"}},
 		{"token with a space", map[string]string{"CLOUDFLARE_API_TOKEN": testToken + " x"}, nil, []string{"CLOUDFLARE_API_TOKEN contains whitespace"}},
 		{"wildcard with tls-alpn-01", map[string]string{"DOMAIN": "*.ingress.test", "CHALLENGE_TYPE": "tls-alpn-01"}, nil, []string{"CHALLENGE_TYPE=tls-alpn-01", "*.ingress.test"}},
-		{"unknown challenge", map[string]string{"CHALLENGE_TYPE": "http-01"}, nil, []string{"CHALLENGE_TYPE=\"http-01\"", "dns-01 or tls-alpn-01"}},
+		{"unknown challenge", map[string]string{"CHALLENGE_TYPE": "http-01"}, nil, []string{"CHALLENGE_TYPE=\"http-01\"", "dns-01, tls-alpn-01 or dns-persist-01"}},
+		{"bad DNS_SETUP_MODE", map[string]string{"DNS_SETUP_MODE": "manual"}, nil, []string{"DNS_SETUP_MODE=\"manual\"", "api, print, wait or webhook"}},
+		{"print mode with dns-01", map[string]string{"DNS_SETUP_MODE": "print"}, nil, []string{"DNS_SETUP_MODE=print", "dns-persist-01"}},
+		{"api mode without credentials", map[string]string{"DNS_SETUP_MODE": "api", "CHALLENGE_TYPE": "dns-persist-01", "CLOUDFLARE_API_TOKEN": ""}, nil, []string{"CLOUDFLARE_API_TOKEN"}},
+		{"webhook without URL", map[string]string{"DNS_SETUP_MODE": "webhook", "CHALLENGE_TYPE": "dns-persist-01"}, nil, []string{"DNS_WEBHOOK_URL"}},
+		{"webhook without token", map[string]string{"DNS_SETUP_MODE": "webhook", "CHALLENGE_TYPE": "dns-persist-01", "DNS_WEBHOOK_URL": "https://hook.example/x"}, nil, []string{"DNS_WEBHOOK_TOKEN"}},
+		{"webhook URL without webhook mode", map[string]string{"DNS_SETUP_MODE": "print", "CHALLENGE_TYPE": "dns-persist-01", "DNS_WEBHOOK_URL": "https://hook.example/x"}, nil, []string{"DNS_WEBHOOK_URL is set but DNS_SETUP_MODE is print"}},
+		{"bad DOH_RESOLVERS", map[string]string{"DNS_SETUP_MODE": "wait", "CHALLENGE_TYPE": "dns-persist-01", "DOH_RESOLVERS": "8.8.8.8"}, nil, []string{"DOH_RESOLVERS=\"8.8.8.8\"", "RFC 8484"}},
+		{"bad DNS_SETUP_TIMEOUT", map[string]string{"DNS_SETUP_MODE": "wait", "CHALLENGE_TYPE": "dns-persist-01", "DNS_SETUP_TIMEOUT": "-1"}, nil, []string{"DNS_SETUP_TIMEOUT=\"-1\""}},
 		{"insecure ACME directory", map[string]string{"ACME_DIRECTORY": "http://ca.example/dir"}, nil, []string{"ACME_DIRECTORY=\"http://ca.example/dir\"", "https://"}},
 		{"staging and directory", map[string]string{"ACME_STAGING": "true"}, nil, []string{"ACME_STAGING=true", "ACME_DIRECTORY"}},
 		{"static without cert", map[string]string{"CERT_SOURCE": "static"}, nil, []string{"CERT_SOURCE=static needs --cert"}},
@@ -179,7 +187,9 @@ func TestParseConfig(t *testing.T) {
 				Mode: proxy.ModeTCP, Default: proxy.Target{Addr: "app:80"}, MaxConns: 4096, ConnectTimeout: 10 * time.Second,
 				ClientTimeout: 86400 * time.Second, ServerTimeout: 86400 * time.Second, DrainTimeout: 10 * time.Second,
 				Challenge: acme.DNS01, Directory: acme.LetsEncryptProduction, AccountKey: "auto", StateDir: "/etc/letsencrypt",
-				TXTPrefix: "_dstack-app-address", EvidenceDir: "/evidences", EvidenceServer: true, LogLevel: "info"}
+				TXTPrefix: "_dstack-app-address", EvidenceDir: "/evidences", EvidenceServer: true, LogLevel: "info",
+				DNSSetup: DNSSetup{Mode: dnsModeAPI, Check: strings.Split(defaultDoH, ","), Interval: 15 * time.Second,
+					Timeout: 30 * time.Minute, WebhookTimeout: 15 * time.Second}}
 			got := *c
 			got.DNS, got.DNSProvider = nil, want.DNSProvider
 			if !reflect.DeepEqual(got, want) {

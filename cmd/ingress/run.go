@@ -26,6 +26,7 @@ import (
 	"github.com/tee-ingress/tee-ingress/acme"
 	"github.com/tee-ingress/tee-ingress/dnscaa"
 	"github.com/tee-ingress/tee-ingress/dnsread"
+	"github.com/tee-ingress/tee-ingress/dnssetup"
 	"github.com/tee-ingress/tee-ingress/evidence"
 	"github.com/tee-ingress/tee-ingress/evidence/agent"
 	"github.com/tee-ingress/tee-ingress/internal/dirlock"
@@ -66,6 +67,9 @@ type environment struct {
 	onReady func(addr *net.TCPAddr)
 	// reload delivers SIGHUP. Nil: no reloads.
 	reload <-chan os.Signal
+	// dohClient carries DNS-over-HTTPS checks, webhookClient the DNS
+	// webhook. Nil: clients with the system's roots.
+	dohClient, webhookClient *http.Client
 }
 
 // daemon is one run of the ingress: the listener and proxy, the certificate
@@ -104,6 +108,7 @@ type daemon struct {
 	publishedGen int                          // certGen of the last published bundle, -1 before the first
 	publishedAll bool                         // the last published bundle holds every configured domain
 	published    time.Time
+	dnsRecords   []dnssetup.Record // what the operator must create (DNS_SETUP_MODE other than api)
 	ready        bool
 	readyOnce    sync.Once
 	selfSigned   *tls.Certificate
@@ -351,9 +356,10 @@ func (d *daemon) prepare() error {
 	var dnsOpts []dns01.ChallengeOption
 	var caa acme.CAAPinner
 	resolver := d.resolver()
-	if cfg.Challenge == acme.TLSALPN01 {
+	switch cfg.Challenge {
+	case acme.TLSALPN01:
 		solver = &alpnSolver{store: &d.store}
-	} else {
+	case acme.DNS01:
 		opts := dnscaa.ChallengeOptions{Zone: cfg.DNSZone, DelegationZone: cfg.DelegationZone, Resolver: resolver,
 			CheckServers: cfg.DNSResolvers, Logger: d.log.With("component", "dns-01")}
 		cp, err := dnscaa.NewChallengeProvider(d.dns, opts)
@@ -370,7 +376,7 @@ func (d *daemon) prepare() error {
 			dnsOpts = append(dnsOpts, dns01.AddRecursiveNameservers(cfg.DNSResolvers))
 		}
 	}
-	if cfg.SetCAA {
+	if cfg.SetCAA && d.dns != nil {
 		caa = &lockedPinner{mu: &d.dnsMu, p: &dnscaa.Pinner{Provider: d.dns, DelegationZone: cfg.DelegationZone,
 			Apply: dnscaa.ApplyOptions{Zone: cfg.DNSZone, Resolver: resolver, Logger: d.log.With("component", "dns")}}}
 	}
@@ -392,7 +398,7 @@ func (d *daemon) prepare() error {
 	m, err := acme.New(acme.Config{
 		DirectoryURL: cfg.Directory, Email: cfg.Email, EAB: cfg.EAB, Keys: keys, StateDir: cfg.StateDir,
 		HTTPClient: &http.Client{Timeout: 30 * time.Second, Transport: d.met.acmeTransport(base)},
-		Challenge:  cfg.Challenge, Solver: solver, DNS01Options: dnsOpts, CAA: caa,
+		Challenge:  cfg.Challenge, Solver: solver, DNS01Options: dnsOpts, CAA: caa, Resolver: resolver,
 		RenewBefore: cfg.RenewBefore, OnChange: d.install, OnEvent: d.onEvent, Logger: d.log.With("component", "acme"),
 		Shared: shared,
 	})
@@ -533,7 +539,13 @@ func (d *daemon) provision(ctx context.Context) {
 		return
 	}
 	d.kickEvidence()
-	if err := d.applyDNS(ctx); err != nil {
+	if m := d.cfg.DNSSetup.Mode; m == dnsModeWait || m == dnsModeWebhook {
+		// Ordering before the records are visible fails at the CA and
+		// counts against its limits.
+		if !d.retry(ctx, stepDNS, d.applyDNS) {
+			return
+		}
+	} else if err := d.applyDNS(ctx); err != nil {
 		if ctx.Err() != nil {
 			return
 		}
@@ -639,7 +651,7 @@ func (d *daemon) resolveAccount(ctx context.Context) error {
 // also repairs it.
 func (d *daemon) applyDNS(ctx context.Context) error {
 	cfg := d.cfg
-	if cfg.GatewayDomain == "" && !cfg.SetCAA {
+	if cfg.GatewayDomain == "" && !cfg.SetCAA && cfg.Challenge != acme.DNSPersist01 {
 		return nil
 	}
 	if d.shared != nil {
@@ -655,42 +667,12 @@ func (d *daemon) applyDNS(ctx context.Context) error {
 			cancel()
 		}()
 	}
-	d.mu.Lock()
-	info, accountURI := d.info, d.accountURI
-	d.mu.Unlock()
-	pc := dnscaa.PlanConfig{Domains: cfg.Domains, GatewayDomain: cfg.GatewayDomain, TXTPrefix: cfg.TXTPrefix,
-		Port: d.addr.Port, DelegationZone: cfg.DelegationZone}
-	if cfg.GatewayDomain != "" {
-		switch {
-		case info == nil:
-			d.log.Error("the gateway routing TXT record is not written: the app identity is unknown (legacy agent); mount /var/run/dstack.sock")
-		case cfg.Challenge == acme.TLSALPN01 && !cfg.Cluster.Enabled():
-			// The CA must reach this very instance (DESIGN.md 5);
-			// replicas share the challenge, so the app name keeps
-			// the gateway's failover.
-			pc.AppID = hex.EncodeToString(info.InstanceID)
-		default:
-			pc.AppID = hex.EncodeToString(info.AppID)
-		}
-	}
-	if cfg.SetCAA {
-		issuer, err := d.mgr.CAAIssuer()
-		if err != nil {
-			return err
-		}
-		pc.CAA = &dnsread.CAAPolicy{IssuerDomain: issuer, AccountURI: accountURI, ValidationMethods: []string{string(cfg.Challenge)}}
-	}
-	plan, err := dnscaa.NewPlan(pc)
+	plan, caa, err := d.dnsPlan()
 	if err != nil {
 		return err
 	}
-	if d.dns == nil {
-		var lines []string
-		for _, r := range append(plan.Operator(), plan.Records()...) {
-			lines = append(lines, r.String())
-		}
-		d.log.Warn("no DNS provider configured: create these records yourself", "records", strings.Join(lines, " | "))
-		return nil
+	if cfg.DNSSetup.operatorManaged() {
+		return d.operatorDNS(ctx, plan, caa)
 	}
 	opts := dnscaa.ApplyOptions{Zone: cfg.DNSZone, Resolver: d.resolver(), Logger: d.log.With("component", "dns")}
 	d.dnsMu.Lock()
@@ -716,6 +698,43 @@ func (d *daemon) applyDNS(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// dnsPlan is the records this deployment needs, with the CAA policy that
+// pins issuance to this account (whether or not SET_CAA writes it).
+func (d *daemon) dnsPlan() (*dnscaa.Plan, dnsread.CAAPolicy, error) {
+	cfg := d.cfg
+	d.mu.Lock()
+	info, accountURI := d.info, d.accountURI
+	d.mu.Unlock()
+	pc := dnscaa.PlanConfig{Domains: cfg.Domains, GatewayDomain: cfg.GatewayDomain, TXTPrefix: cfg.TXTPrefix,
+		Port: d.addr.Port, DelegationZone: cfg.DelegationZone}
+	if cfg.GatewayDomain != "" {
+		switch {
+		case info == nil:
+			d.log.Error("the gateway routing TXT record is not written: the app identity is unknown (legacy agent); mount /var/run/dstack.sock")
+		case cfg.Challenge == acme.TLSALPN01 && !cfg.Cluster.Enabled():
+			// The CA must reach this very instance (DESIGN.md 5);
+			// replicas share the challenge, so the app name keeps
+			// the gateway's failover.
+			pc.AppID = hex.EncodeToString(info.InstanceID)
+		default:
+			pc.AppID = hex.EncodeToString(info.AppID)
+		}
+	}
+	issuer, err := d.mgr.CAAIssuer()
+	if err != nil {
+		return nil, dnsread.CAAPolicy{}, err
+	}
+	policy := dnsread.CAAPolicy{IssuerDomain: issuer, AccountURI: accountURI, ValidationMethods: []string{string(cfg.Challenge)}}
+	if cfg.SetCAA {
+		pc.CAA = &policy
+	}
+	if cfg.Challenge == acme.DNSPersist01 {
+		pc.Persist = &dnsread.Persist{Issuer: issuer, AccountURI: accountURI}
+	}
+	plan, err := dnscaa.NewPlan(pc)
+	return plan, policy, err
 }
 
 // install serves c (called at start for stored certificates and by the
