@@ -81,6 +81,8 @@ type options struct {
 	appID, composeHash       string
 	composeFile              string
 	reportData               []byte
+	tokenFile                string        // webhook: the DNS_WEBHOOK_TOKEN, in a file
+	maxAge                   time.Duration // webhook: the oldest payload accepted
 	color                    bool
 	stdin                    io.Reader // for quote -
 
@@ -128,6 +130,7 @@ var commands = map[string]struct {
 	"tls":     {runTLS, []string{"connect"}},
 	"bundle":  {runBundle, nil},
 	"quote":   {runQuote, []string{"report-data"}},
+	"webhook": {runWebhook, []string{"token-file", "max-age"}},
 }
 
 // commonFlags apply to every command.
@@ -275,6 +278,8 @@ func parseArgs(args []string) (*options, string, string, error) {
 	fs.StringVar(&composeHash, "compose-hash", "", "")
 	fs.StringVar(&o.composeFile, "compose", "", "")
 	fs.StringVar(&reportData, "report-data", "", "")
+	fs.StringVar(&o.tokenFile, "token-file", "", "")
+	fs.DurationVar(&o.maxAge, "max-age", 10*time.Minute, "")
 
 	const seeHelp = "run verifycli -h for the commands and flags"
 	var positional []string
@@ -308,14 +313,14 @@ func parseArgs(args []string) (*options, string, string, error) {
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
 	if len(positional) == 0 {
-		return nil, "", "", usageErr(seeHelp, "no command given; want one of domain, gateway, tls, bundle, quote")
+		return nil, "", "", usageErr(seeHelp, "no command given; want one of domain, gateway, tls, bundle, quote, webhook")
 	}
 	cmd := positional[0]
 	spec, ok := commands[cmd]
 	if !ok {
-		return nil, "", "", usageErr(seeHelp, "unknown command %q; want one of domain, gateway, tls, bundle, quote", cmd)
+		return nil, "", "", usageErr(seeHelp, "unknown command %q; want one of domain, gateway, tls, bundle, quote, webhook", cmd)
 	}
-	what := map[string]string{"domain": "https://DOMAIN", "gateway": "https://gateway.BASE", "tls": "https://HOST:PORT", "bundle": "DIR", "quote": "FILE"}[cmd]
+	what := map[string]string{"domain": "https://DOMAIN", "gateway": "https://gateway.BASE", "tls": "https://HOST:PORT", "bundle": "DIR", "quote": "FILE", "webhook": "FILE"}[cmd]
 	switch len(positional) {
 	case 1:
 		return nil, "", "", usageErr(seeHelp, "%s needs one argument: verifycli %s %s", cmd, cmd, what)

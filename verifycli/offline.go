@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/tee-ingress/tee-ingress/evidence"
 )
@@ -19,21 +20,51 @@ func runBundle(_ context.Context, o *options, dir string) (*result, error) {
 	return &result{checks: cs, identity: identityOf("", cs), accountURI: pb.AccountURI(), layout: pb.Layout()}, nil
 }
 
+// runWebhook verifies a DNS webhook request body as its receiver must.
+func runWebhook(_ context.Context, o *options, file string) (*result, error) {
+	if o.tokenFile == "" {
+		return nil, usageErr("give --token-file FILE holding the DNS_WEBHOOK_TOKEN", "webhook needs --token-file: the HMAC cannot be checked without the token")
+	}
+	token, err := readLimited(o.tokenFile, 4096)
+	if err != nil {
+		return nil, &cliError{err: fmt.Errorf("reading the token: %w", err), hint: "give the file holding DNS_WEBHOOK_TOKEN"}
+	}
+	body, err := o.readInput(file)
+	if err != nil {
+		return nil, &cliError{err: fmt.Errorf("reading the request: %w", err), hint: "give the webhook's request body saved as a file, or - for standard input"}
+	}
+	vo := o.verifyOptions()
+	p, cs := evidence.VerifyWebhook(body, evidence.WebhookOptions{Token: strings.TrimSpace(string(token)), MaxAge: o.maxAge, Quote: vo})
+	res := &result{checks: cs, identity: identityOf("", cs)}
+	if p != nil {
+		for _, r := range p.Records {
+			res.checks = append(res.checks, evidence.Check{Name: "webhook.record", Status: evidence.Info, Got: r.String(), Detail: r.Note})
+		}
+	}
+	return res, nil
+}
+
+// readInput reads file, or standard input for "-", up to maxQuoteFile.
+func (o *options) readInput(file string) ([]byte, error) {
+	if file != "-" {
+		return readLimited(file, maxQuoteFile)
+	}
+	b, err := io.ReadAll(io.LimitReader(o.stdin, maxQuoteFile+1))
+	if err == nil && len(b) > maxQuoteFile {
+		err = fmt.Errorf("standard input is over %d bytes", maxQuoteFile)
+	}
+	return b, err
+}
+
 // maxQuoteFile bounds a quote file; real ones are tens of kilobytes.
 const maxQuoteFile = 8 << 20
 
 // runQuote verifies one GetQuote response, offline; "-" reads it from
 // standard input.
 func runQuote(_ context.Context, o *options, file string) (*result, error) {
-	var b []byte
-	var err error
+	b, err := o.readInput(file)
 	if file == "-" {
 		file = "standard input"
-		if b, err = io.ReadAll(io.LimitReader(o.stdin, maxQuoteFile+1)); err == nil && len(b) > maxQuoteFile {
-			err = fmt.Errorf("standard input is over %d bytes", maxQuoteFile)
-		}
-	} else {
-		b, err = readLimited(file, maxQuoteFile)
 	}
 	if err != nil {
 		return nil, &cliError{err: fmt.Errorf("reading quote: %w", err), hint: "give a GetQuote response saved as a file, such as quote.json"}

@@ -15,6 +15,7 @@ Usage:
   verifycli tls https://HOST:PORT           the attested self-signed mode (/attestation)
   verifycli bundle DIR                      an evidence folder on disk (offline)
   verifycli quote FILE                      a GetQuote response, such as quote.json (offline; - for stdin)
+  verifycli webhook FILE --token-file F     a DNS webhook request body, as its receiver must (offline; - for stdin)
   verifycli help [COMMAND]                  this text, or one command's
 
 Examples:
@@ -50,6 +51,8 @@ var flagDocs = []struct{ name, arg, help string }{
 	{"compose-hash", "HEX", "expected compose-hash (SHA-256, 64 hex characters)"},
 	{"compose", "FILE", "the app's app-compose.json; its SHA-256 must be the compose-hash"},
 	{"report-data", "HEX", "quote: the report_data the quote must carry (right-padded with zeros to 64 bytes)"},
+	{"token-file", "FILE", "webhook: file holding the DNS_WEBHOOK_TOKEN the HMAC is keyed with (kept off the command line)"},
+	{"max-age", "DURATION", "webhook: the oldest payload timestamp accepted (default 10m)"},
 	{"collateral", "", "fetch Intel PCS collateral to check TCB status and revocation (network)"},
 	{"help", "", "show this help"},
 }
@@ -72,10 +75,14 @@ for *.BASE; /.dstack/app-info printed and compared with the quoted identity.`},
 binds SHA-256(leaf) || nonce and verifies.`},
 	"bundle": {"DIR", `the checks of domain that need no network, on an evidence folder.`},
 	"quote":  {"FILE", `signature, debug TD, event log replay, identity; report_data with --report-data.`},
+	"webhook": {"FILE", `a DNS_SETUP_MODE=webhook request (dstack-ingress 2.3's envelope): hmac_sha256 is the
+payload's under --token-file; the payload is at most --max-age old; the attestation's
+report_data is SHA-256(payload) and its quote verifies (signature, debug TD, event log) with
+the payload's app_id, or --app-id, as the quoted app. Check this before creating records.`},
 }
 
 // commandNames in the order help lists them.
-var commandNames = []string{"domain", "gateway", "tls", "bundle", "quote"}
+var commandNames = []string{"domain", "gateway", "tls", "bundle", "quote", "webhook"}
 
 // usage is the global help.
 func usage() string {
