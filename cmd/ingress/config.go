@@ -979,8 +979,8 @@ func parseDNS(s *settings, c *Config) error {
 		}
 		return serr
 	}
-	if c.DNSSetup.operatorManaged() {
-		return nil // the operator writes the records: no provider is used
+	if err != nil && c.DNSSetup.awaits() {
+		return nil // the operator writes every record: no provider is used
 	}
 	if err != nil {
 		return providerError(err, s, c, provSrc)

@@ -67,7 +67,7 @@ func TestConfigErrorsBinary(t *testing.T) {
 		{"wildcard with tls-alpn-01", map[string]string{"DOMAIN": "*.ingress.test", "CHALLENGE_TYPE": "tls-alpn-01"}, nil, []string{"CHALLENGE_TYPE=tls-alpn-01", "*.ingress.test"}},
 		{"unknown challenge", map[string]string{"CHALLENGE_TYPE": "http-01"}, nil, []string{"CHALLENGE_TYPE=\"http-01\"", "dns-01, tls-alpn-01 or dns-persist-01"}},
 		{"bad DNS_SETUP_MODE", map[string]string{"DNS_SETUP_MODE": "manual"}, nil, []string{"DNS_SETUP_MODE=\"manual\"", "api, print, wait or webhook"}},
-		{"print mode with dns-01", map[string]string{"DNS_SETUP_MODE": "print"}, nil, []string{"DNS_SETUP_MODE=print", "dns-persist-01"}},
+		{"dns-01 without a provider", map[string]string{"DNS_SETUP_MODE": "print", "CLOUDFLARE_API_TOKEN": ""}, nil, []string{"no provider credentials are set", "CHALLENGE_TYPE=dns-01 writes the challenge"}},
 		{"api mode without credentials", map[string]string{"DNS_SETUP_MODE": "api", "CHALLENGE_TYPE": "dns-persist-01", "CLOUDFLARE_API_TOKEN": ""}, nil, []string{"CLOUDFLARE_API_TOKEN"}},
 		{"webhook without URL", map[string]string{"DNS_SETUP_MODE": "webhook", "CHALLENGE_TYPE": "dns-persist-01"}, nil, []string{"DNS_WEBHOOK_URL"}},
 		{"webhook without token", map[string]string{"DNS_SETUP_MODE": "webhook", "CHALLENGE_TYPE": "dns-persist-01", "DNS_WEBHOOK_URL": "https://hook.example/x"}, nil, []string{"DNS_WEBHOOK_TOKEN"}},
@@ -304,7 +304,29 @@ func TestDstackIngressCompat(t *testing.T) {
 			"CHALLENGE_TYPE": "tls-alpn-01", "DOMAIN": "app.example.com", "TARGET_ENDPOINT": "http://app:80",
 			"GATEWAY_DOMAIN": "_.dstack-prod5.phala.network",
 		}, func(c *Config) bool {
-			return c.Challenge == acme.TLSALPN01 && c.DNS == nil && c.GatewayDomain != ""
+			return c.Challenge == acme.TLSALPN01 && c.DNS == nil && c.GatewayDomain != "" && c.DNSSetup.Mode == dnsModeWait &&
+				c.DNSSetup.Timeout == 1800*time.Second && c.DNSSetup.Interval == 15*time.Second &&
+				reflect.DeepEqual(c.DNSSetup.Check, []string{"https://dns.google/dns-query", "https://cloudflare-dns.com/dns-query"})
+		}},
+		{"tls-alpn-01 with a webhook (2.3 README)", map[string]string{
+			"CHALLENGE_TYPE": "tls-alpn-01", "DOMAIN": "app.example.com", "TARGET_ENDPOINT": "http://app:80",
+			"GATEWAY_DOMAIN": "_.dstack-prod5.phala.network", "DNS_SETUP_MODE": "webhook", "DNS_WEBHOOK_URL": "https://ops.example.com/dns",
+			"DNS_WEBHOOK_TOKEN": "s3cret", "DNS_SETUP_TIMEOUT": "600", "DNS_SETUP_INTERVAL": "5", "DOH_RESOLVERS": "https://cloudflare-dns.com/dns-query",
+		}, func(c *Config) bool {
+			return c.DNSSetup.Mode == dnsModeWebhook && c.DNSSetup.WebhookURL == "https://ops.example.com/dns" && c.DNSSetup.WebhookToken == "s3cret" &&
+				c.DNSSetup.Timeout == 600*time.Second && c.DNSSetup.Interval == 5*time.Second && len(c.DNSSetup.Check) == 1 && c.DNS == nil
+		}},
+		{"delegation (2.3 README): the provider writes, the operator's CNAMEs are waited for", map[string]string{
+			"DNS_PROVIDER": "cloudflare", "CLOUDFLARE_API_TOKEN": "tok", "DOMAIN": "svc.example.com", "TARGET_ENDPOINT": "app:80",
+			"GATEWAY_DOMAIN": "_.dstack-prod5.phala.network", "SET_CAA": "true", "DELEGATION_ZONE": "deleg.example.net",
+		}, func(c *Config) bool {
+			return c.DNS != nil && c.DelegationZone == "deleg.example.net" && c.DNSSetup.Mode == dnsModeWait && c.Challenge == acme.DNS01
+		}},
+		{"dns-persist-01 without DNS credentials", map[string]string{
+			"CHALLENGE_TYPE": "dns-persist-01", "DOMAINS": "*.example.com\nexample.com", "TARGET_ENDPOINT": "app:80", "SET_CAA": "true",
+			"GATEWAY_DOMAIN": "_.dstack-prod5.phala.network", "DNS_SETUP_MODE": "print",
+		}, func(c *Config) bool {
+			return c.Challenge == acme.DNSPersist01 && c.DNS == nil && c.DNSSetup.Mode == dnsModePrint && len(c.Domains) == 2
 		}},
 		{"timeouts and limits as in HAProxy", map[string]string{
 			"CLOUDFLARE_API_TOKEN": "tok", "DOMAIN": "app.example.com", "TARGET_ENDPOINT": "app:80",

@@ -43,8 +43,10 @@ type DNSSetup struct {
 	WebhookTimeout           time.Duration
 }
 
-// operatorManaged says whether the records are the operator's to write.
-func (s DNSSetup) operatorManaged() bool { return s.Mode != dnsModeAPI }
+// awaits says whether the operator's records are printed, posted or
+// waited for: every record without a DNS provider, the delegation CNAMEs
+// with one (as dstack-ingress 2.3 does).
+func (s DNSSetup) awaits() bool { return s.Mode != dnsModeAPI }
 
 // parseDNSSetup reads DNS_SETUP_MODE and its settings; provider says
 // whether DNS provider credentials were found.
@@ -53,8 +55,10 @@ func parseDNSSetup(s *settings, c *Config, provider bool) error {
 	mode = strings.ToLower(mode)
 	switch mode {
 	case "":
-		mode = dnsModeWait // dstack-ingress's default without credentials
-		if provider {
+		// dstack-ingress 2.3 waits for what the operator must create: every
+		// record without credentials, the delegation CNAMEs with them.
+		mode = dnsModeWait
+		if provider && c.DelegationZone == "" {
 			mode = dnsModeAPI
 		}
 	case dnsModeAPI, dnsModePrint, dnsModeWait, dnsModeWebhook:
@@ -65,8 +69,8 @@ func parseDNSSetup(s *settings, c *Config, provider bool) error {
 	switch {
 	case mode == dnsModeAPI && !provider:
 		return configErrorf("%s=api writes records with a DNS provider, and none is configured: set its credentials (e.g. CLOUDFLARE_API_TOKEN), or use DNS_SETUP_MODE=print, wait or webhook", src)
-	case mode != dnsModeAPI && c.Challenge == acme.DNS01:
-		return configErrorf("%s=%s: CHALLENGE_TYPE=dns-01 writes a record for every order, which needs a DNS provider; use CHALLENGE_TYPE=dns-persist-01 (one standing record) or tls-alpn-01", src, mode)
+	case !provider && c.Challenge == acme.DNS01:
+		return configErrorf("%s=%s without DNS provider credentials: CHALLENGE_TYPE=dns-01 writes a record for every order, which needs a provider; use CHALLENGE_TYPE=dns-persist-01 (one standing record) or tls-alpn-01", src, mode)
 	}
 	for _, d := range []struct {
 		name string
@@ -95,9 +99,6 @@ func parseDNSSetup(s *settings, c *Config, provider bool) error {
 	} else if s.given("DNS_WEBHOOK_URL") {
 		return configErrorf("DNS_WEBHOOK_URL is set but DNS_SETUP_MODE is %s: set DNS_SETUP_MODE=webhook, or unset it", mode)
 	}
-	if mode != dnsModeAPI && provider {
-		c.Warnings = append(c.Warnings, "DNS provider credentials are set but DNS_SETUP_MODE="+mode+": they are not used; remove them from the TEE")
-	}
 	c.DNSSetup = ds
 	return nil
 }
@@ -120,13 +121,17 @@ func parseCheckResolvers(s *settings, c *Config, ds *DNSSetup) error {
 	return nil
 }
 
-// operatorDNS hands the records to the operator as DNS_SETUP_MODE says:
-// printed (and served at /dns-records), posted to the webhook, and waited
-// for until every resolver shows them.
+// operatorDNS hands the records the ingress does not write to the operator
+// as DNS_SETUP_MODE says: printed (and served at /dns-records), posted to
+// the webhook, and waited for until every resolver shows them. With a
+// provider, that is the delegation CNAMEs only.
 func (d *daemon) operatorDNS(ctx context.Context, plan *dnscaa.Plan, caa dnsread.CAAPolicy) error {
 	cfg := d.cfg.DNSSetup
 	var records []dnssetup.Record
 	for _, r := range plan.Described() {
+		if d.dns != nil && !r.Exact {
+			continue // the provider wrote it
+		}
 		rec := dnssetup.Record{Type: r.Type, Name: dnsread.Unfqdn(r.Name), Value: dnsread.Unfqdn(r.Value), Note: r.Note, Exact: r.Exact}
 		switch r.Type {
 		case dnscaa.TypeCAA:
@@ -193,7 +198,7 @@ func (q agentQuoter) RawQuote(ctx context.Context, rd [64]byte) ([]byte, error) 
 // logs. 404 in api mode (the ingress writes them), 503 before they are
 // known (the account and the app identity are needed).
 func (d *daemon) serveDNSRecords(w http.ResponseWriter, _ *http.Request) {
-	if !d.cfg.DNSSetup.operatorManaged() {
+	if !d.cfg.DNSSetup.awaits() {
 		http.Error(w, "DNS_SETUP_MODE=api: the ingress writes the records itself", http.StatusNotFound)
 		return
 	}

@@ -671,7 +671,7 @@ func (d *daemon) applyDNS(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if cfg.DNSSetup.operatorManaged() {
+	if d.dns == nil {
 		return d.operatorDNS(ctx, plan, caa)
 	}
 	opts := dnscaa.ApplyOptions{Zone: cfg.DNSZone, Resolver: d.resolver(), Logger: d.log.With("component", "dns")}
@@ -688,6 +688,9 @@ func (d *daemon) applyDNS(ctx context.Context) error {
 		}
 	}
 	d.log.Info("DNS records in place", "records", len(plan.Records()), "changed", n)
+	if cfg.DelegationZone != "" && cfg.DNSSetup.awaits() {
+		return d.operatorDNS(ctx, plan, caa)
+	}
 	if cfg.DelegationZone != "" {
 		missing, err := dnscaa.MissingOperatorRecords(ctx, d.resolver(), plan)
 		if err != nil {
