@@ -366,10 +366,10 @@ func parseArgs(args []string) (*options, string, string, error) {
 	for _, m := range strings.Split(methods, ",") {
 		m = strings.ToLower(strings.TrimSpace(m))
 		switch m {
-		case "dns-01", "http-01", "tls-alpn-01":
+		case "dns-01", "http-01", "tls-alpn-01", "dns-persist-01":
 			o.methods = append(o.methods, m)
 		default:
-			return nil, "", "", usageErr("accepted methods: dns-01, http-01, tls-alpn-01, comma-separated", "--validation-methods: unknown method %q", m)
+			return nil, "", "", usageErr("accepted methods: dns-01, http-01, tls-alpn-01, dns-persist-01, comma-separated", "--validation-methods: unknown method %q", m)
 		}
 	}
 	if o.caaIssuer != "" && strings.ContainsAny(o.caaIssuer, " ;=/") {

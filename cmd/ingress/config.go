@@ -1052,7 +1052,7 @@ func covers(name, host string) bool {
 
 // devFlags are the flags --dev honours; everything else is the dev world's.
 var devFlags = []string{"listen", "mode", "alpn", "target", "state-dir", "metrics-listen", "log-format", "log-level",
-	"drain-timeout", "maxconn", "timeout-connect", "timeout-client", "timeout-server", "evidence-server", "proxy-protocol", "replicas"}
+	"drain-timeout", "maxconn", "timeout-connect", "timeout-client", "timeout-server", "evidence-server", "proxy-protocol", "replicas", "challenge"}
 
 // parseDevFlags checks the flags given with --dev. The environment is not
 // read at all in dev mode: a shell holding production credentials

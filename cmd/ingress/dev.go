@@ -20,10 +20,13 @@ import (
 	"time"
 
 	"github.com/tee-ingress/tee-ingress/dnscaa"
+	"github.com/tee-ingress/tee-ingress/evidence"
 	"github.com/tee-ingress/tee-ingress/internal/acmeca"
 	"github.com/tee-ingress/tee-ingress/internal/agentsim"
 	"github.com/tee-ingress/tee-ingress/internal/cfemu"
 	"github.com/tee-ingress/tee-ingress/internal/dnsserver"
+
+	"github.com/miekg/dns"
 )
 
 // Dev mode's fixed names. The domain is under .test (RFC 2606): it can never
@@ -67,9 +70,19 @@ type devWorld struct {
 	backend *http.Server
 	beAddr  string
 	beDone  chan error
+	// operator is the dev operator's DNS webhook (dns-persist-01): it
+	// checks the envelope as a real receiver must, then creates the
+	// records. Nil: not started.
+	operator     *http.Server
+	operatorAddr string
+	operatorDone chan error
 }
 
 func (w *devWorld) close() {
+	if w.operator != nil {
+		w.operator.Close()
+		<-w.operatorDone
+	}
 	if w.backend != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		w.backend.Shutdown(ctx)
@@ -97,8 +110,18 @@ func runDev(ctx context.Context, cfg *Config, log *slog.Logger, stdout, stderr i
 	io.WriteString(stderr, devBanner)
 	log.Warn("NOT A TEE: --dev runs everything locally with a simulator; nothing is attested")
 	args := []string{"--listen=" + devListen}
-	dir, replicas := "", 1
+	dir, replicas, persist := "", 1, false
 	for _, a := range cfg.DevArgs {
+		if v, ok := strings.CutPrefix(a, "--challenge="); ok {
+			switch strings.ToLower(v) {
+			case "dns-01":
+			case "dns-persist-01":
+				persist = true
+			default:
+				fmt.Fprintf(stderr, "ingress: error: --dev --challenge=%q: the dev world offers dns-01 and dns-persist-01\n", v)
+				return 2
+			}
+		}
 		if v, ok := strings.CutPrefix(a, "--state-dir="); ok {
 			dir = v
 			continue
@@ -136,6 +159,12 @@ func runDev(ctx context.Context, cfg *Config, log *slog.Logger, stdout, stderr i
 		return 1
 	}
 	defer w.close()
+	if persist {
+		if err := w.startOperator(log); err != nil {
+			log.Error("cannot start the dev operator's webhook", "err", err)
+			return 1
+		}
+	}
 	if replicas > 1 {
 		return runDevReplicas(ctx, w, args, replicas, log, stdout, stderr)
 	}
@@ -154,7 +183,7 @@ func runDev(ctx context.Context, cfg *Config, log *slog.Logger, stdout, stderr i
 // env is the daemon's configuration against the world, with its state in
 // stateDir and the guest agent at sock.
 func (w *devWorld) env(stateDir, sock string) map[string]string {
-	return map[string]string{
+	env := map[string]string{
 		"DOMAIN":                    devDomain,
 		"TARGET_ENDPOINT":           "http://" + w.beAddr,
 		"GATEWAY_DOMAIN":            devGateway,
@@ -168,6 +197,17 @@ func (w *devWorld) env(stateDir, sock string) map[string]string {
 		"DNS_RESOLVERS":             w.dns.Addr(),
 		"DSTACK_SIMULATOR_ENDPOINT": sock,
 	}
+	if w.operator != nil {
+		// dns-persist-01: nothing in the "TEE" can write DNS; the dev
+		// operator's webhook creates the records.
+		delete(env, "CLOUDFLARE_API_TOKEN")
+		delete(env, "DNS_PROVIDER")
+		env["DNS_SETUP_MODE"] = "webhook"
+		env["DNS_WEBHOOK_URL"] = "http://" + w.operatorAddr + "/dns"
+		env["DNS_WEBHOOK_TOKEN"] = devToken
+		env["DNS_SETUP_INTERVAL"] = "200ms"
+	}
+	return env
 }
 
 func lookupIn(env map[string]string) func(string) (string, bool) {
@@ -192,8 +232,12 @@ func (w *devWorld) printCommands(stdout io.Writer, addr *net.TCPAddr) {
 	port := strconv.Itoa(addr.Port)
 	host := addr.IP.String()
 	ca := filepath.Join(w.dir, devCAFile)
-	fmt.Fprintf(stdout, "verify: %s domain https://%s --connect %s --ca-file %s --tdx-root %s --resolver %s --ct-url off\n",
-		verifycliCommand(), devDomain, net.JoinHostPort(host, port), shellQuote(ca), shellQuote(filepath.Join(w.dir, devTDXRootFile)), w.dns.Addr())
+	methods := ""
+	if w.operator != nil {
+		methods = " --validation-methods dns-persist-01"
+	}
+	fmt.Fprintf(stdout, "verify: %s domain https://%s --connect %s --ca-file %s --tdx-root %s --resolver %s --ct-url off%s\n",
+		verifycliCommand(), devDomain, net.JoinHostPort(host, port), shellQuote(ca), shellQuote(filepath.Join(w.dir, devTDXRootFile)), w.dns.Addr(), methods)
 	fmt.Fprintf(stdout, "curl --cacert %s --resolve %s:%s:%s https://%s:%s/\n", shellQuote(ca), devDomain, port, host, devDomain, port)
 	fmt.Fprintf(stdout, "evidence: https://%s:%s/evidences/ (state dir %s)\n", devDomain, port, shellQuote(w.dir))
 }
@@ -322,4 +366,56 @@ func shellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// startOperator serves the dev operator's webhook on loopback.
+func (w *devWorld) startOperator(log *slog.Logger) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	w.operatorAddr = ln.Addr().String()
+	w.operator = &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		w.createRecords(rw, r, log.With("component", "dev-operator"))
+	}), ReadHeaderTimeout: 10 * time.Second}
+	w.operatorDone = make(chan error, 1)
+	go func() { w.operatorDone <- w.operator.Serve(ln) }()
+	return nil
+}
+
+// createRecords is what an operator's endpoint does: verify the request
+// (token, quote, app), then write the records.
+func (w *devWorld) createRecords(rw http.ResponseWriter, r *http.Request, log *slog.Logger) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		http.Error(rw, err.Error(), http.StatusBadRequest)
+		return
+	}
+	p, checks := evidence.VerifyWebhook(body, evidence.WebhookOptions{Token: devToken,
+		Quote: evidence.VerifyOptions{TrustedRootsPEM: w.sim.RootPEM()}})
+	if evidence.Failed(checks, false) {
+		for _, c := range checks {
+			if c.Status == evidence.Fail {
+				log.Error("refused the DNS webhook request", "check", c.Name, "detail", c.Detail)
+			}
+		}
+		http.Error(rw, "refused", http.StatusForbidden)
+		return
+	}
+	for _, rec := range p.Records {
+		value := rec.Value
+		switch rec.Type {
+		case "TXT":
+			value = strconv.Quote(value)
+		case "CNAME":
+			value += "."
+		}
+		rr, err := dns.NewRR(rec.Name + ". 60 IN " + rec.Type + " " + value)
+		if err != nil {
+			http.Error(rw, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.dns.Add(rr)
+		log.Info("dev operator created a record (its webhook checked the quote first)", "record", rec.String())
+	}
 }

@@ -142,3 +142,38 @@ func TestDevReplicasRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestDevPersist: `ingress --dev --challenge dns-persist-01` has no DNS
+// credential in the ingress; the dev operator's webhook checks each
+// request (token, quote) and creates the records; the printed verify
+// command passes.
+func TestDevPersist(t *testing.T) {
+	bin, _ := binaries(t)
+	p := startIngress(t, bin, nil, "--dev", "--challenge", "dns-persist-01", "--listen", "127.0.0.1:0", "--state-dir", t.TempDir())
+	waitFor(t, "the ready line", 90*time.Second, func() bool {
+		if p.exited() {
+			t.Fatalf("ingress --dev exited:\n%s", p.logs())
+		}
+		return strings.Contains(p.stdout.String(), "\nready\n")
+	}, p.logs)
+	out := p.stdout.String()
+	if !strings.Contains(out, "DNS records required for app.ingress.test") || !strings.Contains(out, "_validation-persist.app.ingress.test") {
+		t.Fatalf("no record block on stdout:\n%s", out)
+	}
+	if logs := p.stderr.String(); !strings.Contains(logs, "dev operator created a record") || strings.Contains(logs, `msg="DNS records in place"`) {
+		t.Fatalf("records not created by the dev operator, or a DNS provider was used:\n%s", logs)
+	}
+	verify := regexp.MustCompile(`(?m)^verify: (.*)$`).FindStringSubmatch(out)
+	if verify == nil || !strings.Contains(verify[1], "--validation-methods dns-persist-01") {
+		t.Fatalf("verify line: %v", verify)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := exec.CommandContext(ctx, "sh", "-c", verify[1]).CombinedOutput()
+	if err != nil || !strings.Contains(string(res), "result: PASS") {
+		t.Fatalf("the printed verify command failed (%v):\n%s", err, res)
+	}
+	if code := p.stop(); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, p.logs())
+	}
+}
