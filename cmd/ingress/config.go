@@ -263,6 +263,8 @@ var groups = []struct {
 
 // usageHead and usageTail frame the generated option list.
 const usageHead = `usage: ingress [flags]
+       ingress records [flags]   print the DNS records this configuration needs, as JSON (asks the
+                                 guest agent and the CA who this is; writes nothing, orders nothing)
 
 Obtains certificates for the app's domains (ACME DNS-01 or TLS-ALPN-01), writes
 the DNS records that route them through the dstack gateway and pin issuance to

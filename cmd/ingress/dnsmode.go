@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -15,6 +18,7 @@ import (
 	"github.com/tee-ingress/tee-ingress/dnscaa"
 	"github.com/tee-ingress/tee-ingress/dnsread"
 	"github.com/tee-ingress/tee-ingress/dnssetup"
+	"github.com/tee-ingress/tee-ingress/evidence/agent"
 )
 
 // DNS setup modes (DNS_SETUP_MODE), dstack-ingress 2.3's names.
@@ -127,20 +131,7 @@ func parseCheckResolvers(s *settings, c *Config, ds *DNSSetup) error {
 // provider, that is the delegation CNAMEs only.
 func (d *daemon) operatorDNS(ctx context.Context, plan *dnscaa.Plan, caa dnsread.CAAPolicy) error {
 	cfg := d.cfg.DNSSetup
-	var records []dnssetup.Record
-	for _, r := range plan.Described() {
-		if d.dns != nil && !r.Exact {
-			continue // the provider wrote it
-		}
-		rec := dnssetup.Record{Type: r.Type, Name: dnsread.Unfqdn(r.Name), Value: dnsread.Unfqdn(r.Value), Note: r.Note, Exact: r.Exact}
-		switch r.Type {
-		case dnscaa.TypeCAA:
-			rec.Value = fmt.Sprintf("%d %s %q", r.Flags, r.Tag, r.Value)
-		case dnscaa.TypeTXT:
-			rec.Value = r.Value
-		}
-		records = append(records, rec)
-	}
+	records := operatorRecords(plan, d.dns != nil)
 	d.mu.Lock()
 	d.dnsRecords = records
 	d.mu.Unlock()
@@ -213,4 +204,69 @@ func (d *daemon) serveDNSRecords(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	json.NewEncoder(w).Encode(map[string]any{"mode": d.cfg.DNSSetup.Mode, "domains": d.cfg.Domains, "records": records})
+}
+
+// operatorRecords are the plan's records in dstack-ingress's form; with a
+// provider (written), only the operator's delegation CNAMEs.
+func operatorRecords(plan *dnscaa.Plan, provider bool) []dnssetup.Record {
+	var records []dnssetup.Record
+	for _, r := range plan.Described() {
+		if provider && !r.Exact {
+			continue // the provider writes it
+		}
+		rec := dnssetup.Record{Type: r.Type, Name: dnsread.Unfqdn(r.Name), Value: dnsread.Unfqdn(r.Value), Note: r.Note, Exact: r.Exact}
+		switch r.Type {
+		case dnscaa.TypeCAA:
+			rec.Value = fmt.Sprintf("%d %s %q", r.Flags, r.Tag, r.Value)
+		case dnscaa.TypeTXT:
+			rec.Value = r.Value
+		}
+		records = append(records, rec)
+	}
+	return records
+}
+
+// runRecords is `ingress records`: the records this configuration needs,
+// as JSON on stdout, for automation. It asks the guest agent who the app
+// is and the CA which account the key has, and touches nothing else: no
+// DNS write, no evidence, no order.
+func runRecords(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer) int {
+	if cfg.CertSource != sourceACME {
+		log.Error("ingress records: only CERT_SOURCE=acme needs DNS records")
+		return 2
+	}
+	if cfg.Port == 0 && cfg.GatewayDomain != "" {
+		log.Error("ingress records: the routing record names the listen port: give --listen (PORT) as the ingress runs with it, not port 0")
+		return 2
+	}
+	d := newDaemon(cfg, log, environment{stdout: stdout})
+	d.addr = &net.TCPAddr{Port: cfg.Port}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	err := d.prepare()
+	var a *agent.Agent
+	if err == nil {
+		a, err = d.findAgent()
+	}
+	if err == nil && !a.Legacy() {
+		var info *agent.AppInfo
+		if info, err = a.Info(ctx); err == nil {
+			d.info = info
+		}
+	}
+	var plan *dnscaa.Plan
+	if err == nil {
+		if _, err = d.mgr.Account(ctx); err == nil {
+			d.accountURI = d.mgr.AccountURI()
+			plan, _, err = d.dnsPlan()
+		}
+	}
+	if err != nil {
+		log.Error("ingress records: cannot work out the records", "err", err)
+		return 1
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	enc.Encode(map[string]any{"mode": cfg.DNSSetup.Mode, "domains": cfg.Domains, "records": operatorRecords(plan, false)})
+	return 0
 }

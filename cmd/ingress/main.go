@@ -31,6 +31,10 @@ func main() {
 // logs go to stderr.
 // reload receives SIGHUP; nil: never.
 func run(ctx context.Context, args []string, lookup func(string) (string, bool), stdout, stderr io.Writer, reload <-chan os.Signal) int {
+	records := len(args) > 0 && args[0] == "records"
+	if records {
+		args = args[1:]
+	}
 	cfg, err := parseConfig(args, lookup)
 	if errors.Is(err, errHelp) {
 		io.WriteString(stdout, usageText())
@@ -48,6 +52,9 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		return 2
 	}
 	log := newLogger(cfg, stderr)
+	if records {
+		return runRecords(ctx, cfg, log, stdout)
+	}
 	if cfg.Dev {
 		return runDev(ctx, cfg, log, stdout, stderr, reload)
 	}

@@ -82,6 +82,17 @@ func TestPersistWaitMode(t *testing.T) {
 		w.dns.Add(dnsserver.MustRR(rr))
 	}
 	p.waitReady()
+	// `ingress records` prints the same records, for automation.
+	rec := startIngress(t, bin, env, "records", "--listen", addr) // the port the routing TXT names
+	if code := rec.wait(30 * time.Second); code != 0 {
+		t.Fatalf("ingress records: exit %d\n%s", code, rec.logs())
+	}
+	var printed struct {
+		Records []struct{ Type, Name, Value string }
+	}
+	if err := json.Unmarshal([]byte(rec.stdout.String()), &printed); err != nil || len(printed.Records) != len(records) {
+		t.Fatalf("ingress records printed %d records (%v), /dns-records %d:\n%s", len(printed.Records), err, len(records), rec.stdout.String())
+	}
 	if n := w.ca.Orders(); n != 2 {
 		t.Fatalf("%d orders, want one per domain", n)
 	}

@@ -134,9 +134,7 @@ func (l *lazyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	http.Error(w, l.what+" not available yet: the dstack guest agent has not been reached", http.StatusServiceUnavailable)
 }
 
-// runDaemon runs the ingress until ctx ends, then drains and returns the exit
-// status.
-func runDaemon(ctx context.Context, cfg *Config, log *slog.Logger, env environment) int {
+func newDaemon(cfg *Config, log *slog.Logger, env environment) *daemon {
 	if env.stdout == nil {
 		env.stdout = io.Discard
 	}
@@ -147,12 +145,19 @@ func runDaemon(ctx context.Context, cfg *Config, log *slog.Logger, env environme
 		problems:     map[string]string{},
 		publishedGen: -1,
 	}
-	for _, w := range cfg.Warnings {
-		log.Warn(w)
-	}
 	d.evidenceHandler.what = "evidence"
 	d.attestation.what = "attestation"
 	d.met = newMetrics(d)
+	return d
+}
+
+// runDaemon runs the ingress until ctx ends, then drains and returns the exit
+// status.
+func runDaemon(ctx context.Context, cfg *Config, log *slog.Logger, env environment) int {
+	d := newDaemon(cfg, log, env)
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
 	unlock, code := d.lockDirs()
 	if code != 0 {
 		return code
