@@ -1,8 +1,10 @@
 package main
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -109,4 +111,48 @@ func TestPersistWaitMode(t *testing.T) {
 		t.Fatalf("a restart ordered: %d orders", n)
 	}
 	p2.stop()
+}
+
+// TestTLSALPNWaitMode: dstack-ingress 2.3's README example, tls-alpn-01
+// with no DNS credential and DNS_SETUP_MODE left at its default (wait):
+// the ingress prints the CNAME and the routing TXT naming this instance,
+// orders nothing until they are visible, then is validated by pebble
+// dialling the listen port.
+func TestTLSALPNWaitMode(t *testing.T) {
+	bin, _ := binaries(t)
+	port := freePort(t)
+	w := newWorld(t, acmeca.Options{TLSPort: port})
+	w.dns.Add(dnsserver.MustRR("_.gw.ingress.test. 60 IN A 127.0.0.1"))
+	be := newBackend(t, "app")
+	env := w.env(t.TempDir(), map[string]string{"CHALLENGE_TYPE": "tls-alpn-01", "DNS_SETUP_INTERVAL": "100ms",
+		"CLOUDFLARE_API_TOKEN": "", "CLOUDFLARE_API_URL": "", "CLOUDFLARE_API_CA": "", "TARGET_ENDPOINT": be.addr,
+		"GATEWAY_DOMAIN": "_.gw.ingress.test", "METRICS_LISTEN": "127.0.0.1:0"})
+	p := startIngress(t, bin, env, "--listen", "127.0.0.1:"+strconv.Itoa(port))
+	maddr := p.metricsAddr()
+	var records []struct{ Type, Name, Value string }
+	waitFor(t, "the records at /dns-records", 30*time.Second, func() bool {
+		var ok bool
+		records, ok = dnsRecordsOf(t, maddr)
+		return ok
+	}, p.logs)
+	if len(records) != 2 || w.ca.Orders() != 0 {
+		t.Fatalf("records %+v, %d orders: want the CNAME and the TXT, no order yet", records, w.ca.Orders())
+	}
+	for _, r := range records {
+		if r.Type == "TXT" {
+			if !strings.HasPrefix(r.Value, hex.EncodeToString(w.sim.InstanceID())+":") {
+				t.Fatalf("routing TXT %q does not name the instance", r.Value)
+			}
+			w.dns.Add(dnsserver.MustRR(r.Name + `. 60 IN TXT "` + r.Value + `"`))
+		} else {
+			w.dns.Add(dnsserver.MustRR(r.Name + ". 60 IN CNAME " + r.Value + "."))
+		}
+	}
+	p.waitReady()
+	if w.ca.Orders() != 1 || len(w.cf.Requests()) != 0 {
+		t.Fatalf("%d orders, %d provider calls", w.ca.Orders(), len(w.cf.Requests()))
+	}
+	if code := p.stop(); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
 }
