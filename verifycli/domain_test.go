@@ -114,7 +114,7 @@ func TestDomainUnderWildcard(t *testing.T) {
 	w.serveCert.Store(&c)
 	w.dns.Remove(caaPin(testDomain, "issue", pinValue(testAccountURI)))
 	w.dns.Add(caaPin(testZone, "issuewild", pinValue(testAccountURI)))
-	w.ct.add(wc.leaf, false)
+	w.ct.Add(wc.leaf)
 
 	r := runCLI(t, w.args()...)
 	if r.code != 0 {

@@ -91,7 +91,7 @@ func TestNetworkFaults(t *testing.T) {
 	})
 	t.Run("CT API down", func(t *testing.T) {
 		w := newWorld(t)
-		w.ct.setStatus(http.StatusBadGateway)
+		w.ct.SetStatus(http.StatusBadGateway)
 		r := runCLI(t, w.args()...)
 		q, c := r.check(t, checkCTQuery), r.check(t, checkCTCertificates)
 		if r.code != 0 || q.Status != "warn" || !strings.Contains(q.Detail, "HTTP status 502") || q.Hint == "" || c.Status != "skip" {
@@ -110,10 +110,10 @@ func TestNetworkFaults(t *testing.T) {
 	})
 	t.Run("CT off", func(t *testing.T) {
 		w := newWorld(t)
-		before := w.ct.hits.Load()
+		before := w.ct.Hits()
 		r := runCLI(t, append(w.args(), "--ct-url", "off")...)
-		if q := r.check(t, checkCTQuery); r.code != 0 || q.Status != "skip" || w.ct.hits.Load() != before {
-			t.Fatalf("exit %d, ct.query %+v, CT hits %d:\n%s", r.code, q, w.ct.hits.Load()-before, r.dump())
+		if q := r.check(t, checkCTQuery); r.code != 0 || q.Status != "skip" || w.ct.Hits() != before {
+			t.Fatalf("exit %d, ct.query %+v, CT hits %d:\n%s", r.code, q, w.ct.Hits()-before, r.dump())
 		}
 	})
 	t.Run("DNS resolver unreachable", func(t *testing.T) {

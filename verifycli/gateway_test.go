@@ -15,6 +15,7 @@ import (
 
 	"github.com/tee-ingress/tee-ingress/evidence"
 	"github.com/tee-ingress/tee-ingress/internal/agentsim"
+	"github.com/tee-ingress/tee-ingress/internal/ctlog"
 	"github.com/tee-ingress/tee-ingress/internal/dnsserver"
 )
 
@@ -36,7 +37,7 @@ type gatewayWorld struct {
 	appInfo   map[string]any
 	srv       *httptest.Server
 	dns       *dnsserver.Server
-	ct        *ctServer
+	ct        *ctlog.Server
 	caFile    string
 	rootFile  string
 	serveCert atomic.Pointer[tls.Certificate]
@@ -97,9 +98,9 @@ func newGatewayWorld(t *testing.T, older bool) *gatewayWorld {
 	t.Cleanup(func() { w.dns.Close() })
 	w.dns.Add(caaPin(gwBase, "issuewild", pinValue(gwAccountURI)), caaPin(gwBase, "issue", pinValue(gwAccountURI)))
 	w.ct = newCTServer(t)
-	w.ct.add(w.old.leaf, false)
-	w.ct.add(w.cert.leaf, true)
-	w.ct.add(w.cert.leaf, false)
+	w.ct.Add(w.old.leaf)
+	w.ct.Add(w.cert.leaf)
+	w.ct.Add(w.cert.leaf)
 	dir := t.TempDir()
 	w.caFile = writeFile(t, dir, "ca.pem", w.ca.rootPEM())
 	w.rootFile = writeFile(t, dir, "sim-root.pem", w.sim.RootPEM())
@@ -113,7 +114,7 @@ func (w *gatewayWorld) quotedKey(t testing.TB, c issued) map[string]any {
 
 func (w *gatewayWorld) args(extra ...string) []string {
 	return append([]string{"gateway", "https://" + gwHost, "--json", "--connect", w.srv.Listener.Addr().String(), "--ca-file", w.caFile,
-		"--tdx-root", w.rootFile, "--resolver", w.dns.Addr(), "--ct-url", w.ct.url()}, extra...)
+		"--tdx-root", w.rootFile, "--resolver", w.dns.Addr(), "--ct-url", w.ct.URL()}, extra...)
 }
 
 func rd64(b []byte) [64]byte {
@@ -196,7 +197,7 @@ func TestGatewayTampering(t *testing.T) {
 		}, []string{prefixAccount + evidence.CheckQuoteJSON}},
 
 		{"an unknown unexpired certificate for the base domain in CT", false, func(t *testing.T, w *gatewayWorld) []string {
-			w.ct.add(w.ca.issue(t, nil, time.Now().Add(-time.Hour), time.Now().Add(30*day), "*."+gwBase).leaf, false)
+			w.ct.Add(w.ca.issue(t, nil, time.Now().Add(-time.Hour), time.Now().Add(30*day), "*."+gwBase).leaf)
 			return nil
 		}, []string{checkCTCertificates}},
 

@@ -99,19 +99,19 @@ func TestDomainTampering(t *testing.T) {
 
 		{"unexpired unknown certificate in CT", func(t *testing.T, w *world) []string {
 			evil := newTestCA(t, "evil CA", time.Now().Add(-day), time.Now().Add(day))
-			w.ct.add(evil.issue(t, nil, time.Now().Add(-time.Hour), time.Now().Add(30*day), testDomain).leaf, true)
+			w.ct.Add(evil.issue(t, nil, time.Now().Add(-time.Hour), time.Now().Add(30*day), testDomain).leaf)
 			return nil
 		}, []string{checkCTCertificates}, "issuer CN=evil CA intermediate"},
 
 		{"unexpired wildcard certificate covering the domain in CT", func(t *testing.T, w *world) []string {
 			evil := newTestCA(t, "evil CA", time.Now().Add(-day), time.Now().Add(day))
-			w.ct.add(evil.issue(t, nil, time.Now().Add(-time.Hour), time.Now().Add(30*day), "*.example.test").leaf, false)
+			w.ct.Add(evil.issue(t, nil, time.Now().Add(-time.Hour), time.Now().Add(30*day), "*.example.test").leaf)
 			return nil
 		}, []string{checkCTCertificates}, ": *.example.test, serial "},
 
 		{"CT certificate copies a history serial with another key", func(t *testing.T, w *world) []string {
 			evil := newTestCA(t, "evil CA", time.Now().Add(-day), time.Now().Add(day))
-			w.ct.add(evil.issueSerial(t, w.cert.leaf.SerialNumber, time.Now().Add(-time.Hour), time.Now().Add(30*day), testDomain).leaf, false)
+			w.ct.Add(evil.issueSerial(t, w.cert.leaf.SerialNumber, time.Now().Add(-time.Hour), time.Now().Add(30*day), testDomain).leaf)
 			return nil
 		}, []string{checkCTCertificates}, "same serial as a history certificate, but another public key"},
 

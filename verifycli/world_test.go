@@ -3,17 +3,11 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/hex"
-	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,6 +17,7 @@ import (
 	"github.com/tee-ingress/tee-ingress/evidence"
 	"github.com/tee-ingress/tee-ingress/evidence/agent"
 	"github.com/tee-ingress/tee-ingress/internal/agentsim"
+	"github.com/tee-ingress/tee-ingress/internal/ctlog"
 	"github.com/tee-ingress/tee-ingress/internal/dnsserver"
 )
 
@@ -71,7 +66,7 @@ type world struct {
 	handler *evidence.Handler
 	srv     *httptest.Server
 	dns     *dnsserver.Server
-	ct      *ctServer
+	ct      *ctlog.Server
 
 	serveCert atomic.Pointer[tls.Certificate]
 	tamper    atomic.Pointer[tamperFunc]
@@ -121,10 +116,10 @@ func newWorld(t *testing.T) *world {
 	w.dns.Add(caaPin(testDomain, "issue", pinValue(testAccountURI)), dnsserver.MustRR(testZone+`. 60 IN CAA 0 iodef "mailto:security@example.test"`))
 
 	w.ct = newCTServer(t)
-	w.ct.add(w.cert.leaf, true)
-	w.ct.add(w.cert.leaf, false)
-	w.ct.add(w.old.leaf, false)
-	w.ct.add(w.ca.issue(t, nil, now.Add(-time.Hour), now.Add(60*24*time.Hour), "www.example.test").leaf, false)
+	w.ct.Add(w.cert.leaf)
+	w.ct.Add(w.cert.leaf)
+	w.ct.Add(w.old.leaf)
+	w.ct.Add(w.ca.issue(t, nil, now.Add(-time.Hour), now.Add(60*24*time.Hour), "www.example.test").leaf)
 
 	w.caFile = writeFile(t, w.dir, "dev-ca.pem", w.ca.rootPEM())
 	w.rootFile = writeFile(t, w.dir, "sim-root.pem", w.sim.RootPEM())
@@ -153,7 +148,7 @@ func (w *world) setTamper(f tamperFunc) { w.tamper.Store(&f) }
 // args is the verifycli command line checking the world, with --json.
 func (w *world) args(extra ...string) []string {
 	return append([]string{"domain", "https://" + testDomain, "--json", "--connect", w.srv.Listener.Addr().String(),
-		"--ca-file", w.caFile, "--tdx-root", w.rootFile, "--resolver", w.dns.Addr(), "--ct-url", w.ct.url()}, extra...)
+		"--ca-file", w.caFile, "--tdx-root", w.rootFile, "--resolver", w.dns.Addr(), "--ct-url", w.ct.URL()}, extra...)
 }
 
 // bundle is the bundle in force.
@@ -200,102 +195,8 @@ func requestNonce(t testing.TB, r *http.Request) [32]byte {
 	return n
 }
 
-// ctServer is a crt.sh-compatible CT search API: GET /?q=<name>&output=json
-// lists the certificates with that exact name, GET /?d=<id> downloads one.
-type ctServer struct {
-	mu     sync.Mutex
-	rows   []ctRow
-	nextID int64
-	status int // answer every request with this status when set
-	srv    *httptest.Server
-	t      testing.TB
-	hits   atomic.Int64
-}
-
-type ctRow struct {
-	entry map[string]any
-	names []string
-	der   []byte
-	id    int64
-}
-
-func newCTServer(t testing.TB) *ctServer {
-	c := &ctServer{nextID: 9000000000, t: t}
-	c.srv = httptest.NewServer(c)
-	t.Cleanup(c.srv.Close)
+func newCTServer(t testing.TB) *ctlog.Server {
+	c := ctlog.Start()
+	t.Cleanup(c.Close)
 	return c
-}
-
-func (c *ctServer) url() string { return c.srv.URL + "/" }
-
-// add logs cert (as a precertificate row when precert; both rows carry the
-// same DER here, which has the same key and serial as a real precertificate).
-func (c *ctServer) add(cert *x509.Certificate, precert bool) int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.nextID++
-	// crt.sh shows the DER integer's bytes: a sign byte when the high bit is set.
-	serial := cert.SerialNumber.Bytes()
-	if len(serial) > 0 && serial[0]&0x80 != 0 {
-		serial = append([]byte{0}, serial...)
-	}
-	names := append([]string(nil), cert.DNSNames...)
-	c.rows = append(c.rows, ctRow{id: c.nextID, names: names, der: cert.Raw, entry: map[string]any{
-		"issuer_ca_id":    16418,
-		"issuer_name":     cert.Issuer.String(),
-		"common_name":     cert.Subject.CommonName,
-		"name_value":      strings.Join(names, "\n"),
-		"id":              c.nextID,
-		"entry_timestamp": cert.NotBefore.UTC().Format("2006-01-02T15:04:05.000"),
-		"not_before":      cert.NotBefore.UTC().Format("2006-01-02T15:04:05"),
-		"not_after":       cert.NotAfter.UTC().Format("2006-01-02T15:04:05"),
-		"serial_number":   hex.EncodeToString(serial),
-		"result_count":    len(names) + 1,
-	}})
-	_ = precert
-	return c.nextID
-}
-
-func (c *ctServer) setStatus(s int) {
-	c.mu.Lock()
-	c.status = s
-	c.mu.Unlock()
-}
-
-func (c *ctServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	c.hits.Add(1)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.status != 0 {
-		http.Error(w, "<html>502 Bad Gateway</html>", c.status)
-		return
-	}
-	q := r.URL.Query()
-	if d := q.Get("d"); d != "" {
-		for _, row := range c.rows {
-			if strconv.FormatInt(row.id, 10) == d {
-				w.Header().Set("Content-Type", "application/pkix-cert")
-				pem.Encode(w, &pem.Block{Type: "CERTIFICATE", Bytes: row.der})
-				return
-			}
-		}
-		http.NotFound(w, r)
-		return
-	}
-	if q.Get("output") != "json" || q.Get("q") == "" {
-		http.Error(w, "want ?q=<name>&output=json or ?d=<id>", http.StatusBadRequest)
-		return
-	}
-	name := strings.ToLower(q.Get("q"))
-	out := []map[string]any{}
-	for i := len(c.rows) - 1; i >= 0; i-- { // newest first, as crt.sh
-		for _, n := range c.rows[i].names {
-			if strings.ToLower(n) == name {
-				out = append(out, c.rows[i].entry)
-				break
-			}
-		}
-	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(out)
 }

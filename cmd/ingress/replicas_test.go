@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/tee-ingress/tee-ingress/internal/acmeca"
 	"github.com/tee-ingress/tee-ingress/internal/agentsim"
+	"github.com/tee-ingress/tee-ingress/internal/ctlog"
 	"github.com/tee-ingress/tee-ingress/internal/etcdtest"
 )
 
@@ -151,6 +154,7 @@ func TestReplicasBinary(t *testing.T) {
 	// routing TXT (app id:port); deployed replicas share one port.
 	t.Logf("Cloudflare API writes over three replicas: %d of %d requests", writes, len(w.cf.Requests()))
 	for _, a := range addrs {
+		verifyDomain(t, w, a, domain)
 		pb := verifyEvidence(t, w, a, domain)
 		var found bool
 		for _, h := range pb.History {
@@ -209,6 +213,26 @@ func replicasMidOrder(t *testing.T) (w *world, release func(), ps []*proc, addrs
 	return w, release, ps, addrs
 }
 
+// verifyDomain runs `verifycli domain` against one replica, with a CT
+// stand-in that logs every certificate the CA issued: its CT check passes
+// only when the replica's history.json lists all of them.
+func verifyDomain(t *testing.T, w *world, addr, domain string) {
+	t.Helper()
+	_, vc := binaries(t)
+	ct := ctlog.Start()
+	defer ct.Close()
+	for _, leaf := range w.ca.Issued() {
+		ct.Add(leaf)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, vc, "domain", "https://"+domain, "--connect", addr, "--ca-file", w.roots,
+		"--tdx-root", w.tdxRoot, "--resolver", w.dns.Addr(), "--ct-url", ct.URL()).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "result: PASS") {
+		t.Fatalf("verifycli domain against %s (%d certificates in CT): %v\n%s", addr, len(w.ca.Issued()), err, out)
+	}
+}
+
 // TestReplicasIssuerKilled: the elected issuer is SIGKILLed while its
 // order is at the CA; another replica takes over once the lease lapses
 // and issues; nothing is half-installed: both survivors serve one leaf and
@@ -254,7 +278,7 @@ func TestReplicasIssuerPaused(t *testing.T) {
 	old := leaderAmong(t, ps, -1)
 	ps[old].cmd.Process.Signal(syscall.SIGSTOP)
 	t.Cleanup(func() { ps[old].cmd.Process.Signal(syscall.SIGCONT) })
-	next := leaderAmong(t, ps, old)
+	leaderAmong(t, ps, old) // the successor is elected once the lease lapsed
 	waitFor(t, "both orders at the CA", 30*time.Second, func() bool { return w.ca.Waiting() == 2 }, func() string { return "" })
 	release()
 	var others []string
@@ -272,14 +296,18 @@ func TestReplicasIssuerPaused(t *testing.T) {
 	if n := w.ca.Orders(); n != 2 {
 		t.Fatalf("%d orders at the CA, want 2", n)
 	}
-	// The fenced-out certificate is public in CT: every history lists it.
-	waitFor(t, "the fenced-out certificate in the history", 60*time.Second, func() bool {
-		pb := verifyEvidence(t, w, addrs[next], domain)
-		for _, h := range pb.History {
-			if strings.TrimLeft(h.Serial, "0") == strings.TrimLeft(fenced[1], "0") {
-				return true
+	// The fenced-out certificate is public in CT: every history lists it,
+	// and verifycli's CT check passes against every replica.
+	for _, a := range addrs {
+		waitFor(t, "the fenced-out certificate in the history", 60*time.Second, func() bool {
+			pb := verifyEvidence(t, w, a, domain)
+			for _, h := range pb.History {
+				if strings.TrimLeft(h.Serial, "0") == strings.TrimLeft(fenced[1], "0") {
+					return true
+				}
 			}
-		}
-		return false
-	}, func() string { return "" })
+			return false
+		}, func() string { return "" })
+		verifyDomain(t, w, a, domain)
+	}
 }

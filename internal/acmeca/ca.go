@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +35,7 @@ const (
 	orderPath     = "/my-order/"
 	authzPath     = "/authZ/"
 	challengePath = "/chalZ/"
+	certPath      = "/certZ/"
 	noncePath     = "/nonce-plz"
 )
 
@@ -84,7 +86,8 @@ type CA struct {
 	// existing account while encoding it for another request for the
 	// same key (replicas register one KMS-derived key at once).
 	acctMu  sync.Mutex
-	hold    chan struct{} // non-nil: new orders wait for it to close
+	issued  []*x509.Certificate // leaves downloaded, once each
+	hold    chan struct{}       // non-nil: new orders wait for it to close
 	waiting int
 }
 
@@ -313,6 +316,44 @@ func (c *CA) Waiting() int {
 	return c.waiting
 }
 
+// Issued lists the leaf of every certificate downloaded from the CA, once
+// each: what a CT log would show for this CA.
+func (c *CA) Issued() []*x509.Certificate {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*x509.Certificate(nil), c.issued...)
+}
+
+func (c *CA) noteIssued(chain []byte) {
+	blk, _ := pem.Decode(chain)
+	if blk == nil {
+		return
+	}
+	leaf, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, l := range c.issued {
+		if l.Equal(leaf) {
+			return
+		}
+	}
+	c.issued = append(c.issued, leaf)
+}
+
+// captureWriter keeps a copy of what it writes.
+type captureWriter struct {
+	http.ResponseWriter
+	body bytes.Buffer
+}
+
+func (w *captureWriter) Write(b []byte) (int, error) {
+	w.body.Write(b)
+	return w.ResponseWriter.Write(b)
+}
+
 // Close stops the ACME server, waiting for requests in flight.
 func (c *CA) Close() {
 	c.srv.Close()
@@ -328,6 +369,12 @@ func (c *CA) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Method == http.MethodPost && r.URL.Path == newOrderPath {
 		c.newOrder(w, r)
+		return
+	}
+	if r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, certPath) {
+		cw := &captureWriter{ResponseWriter: w}
+		c.handler.ServeHTTP(cw, r)
+		c.noteIssued(cw.body.Bytes())
 		return
 	}
 	if r.Method == http.MethodPost && (strings.HasPrefix(r.URL.Path, challengePath) ||
