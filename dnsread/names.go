@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/tee-ingress/tee-ingress/internal/dnsname"
 )
 
 // ErrInvalidName is wrapped by every error about a malformed domain name.
@@ -64,40 +66,11 @@ func ParseDomain(s string) (Domain, error) {
 // underscores, labels may also contain "_" (service names like
 // _dstack-app-address and gateway names like _.dstack-prod5.phala.network).
 func CheckHostname(name string, underscores bool) error {
-	if len(name) > 253 {
-		return fmt.Errorf("longer than 253 characters")
-	}
-	for _, label := range strings.Split(name, ".") {
-		if err := CheckLabel(label, underscores); err != nil {
-			return err
-		}
-	}
-	return nil
+	return dnsname.CheckHostname(name, underscores)
 }
 
 // CheckLabel checks one label, as CheckHostname checks each.
-func CheckLabel(label string, underscores bool) error {
-	if label == "" {
-		return fmt.Errorf("empty label")
-	}
-	if len(label) > 63 {
-		return fmt.Errorf("label %q longer than 63 characters", label)
-	}
-	for i := 0; i < len(label); i++ {
-		c := label[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
-		case c == '-':
-			if i == 0 || i == len(label)-1 {
-				return fmt.Errorf("label %q starts or ends with a hyphen", label)
-			}
-		case c == '_' && underscores:
-		default:
-			return fmt.Errorf("label %q has character %q (allowed: a-z, 0-9, hyphen)", label, string(rune(c)))
-		}
-	}
-	return nil
-}
+func CheckLabel(label string, underscores bool) error { return dnsname.CheckLabel(label, underscores) }
 
 // ParseHostname validates a name that is not one of our served domains (the
 // gateway domain, a zone, an issuer): underscores allowed, no wildcard, one

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/tee-ingress/tee-ingress/internal/dnsname"
 )
 
 // maxChainCerts bounds a PEM chain: leaf plus a few intermediates.
@@ -71,14 +73,8 @@ func encodeChainPEM(chain []*x509.Certificate) []byte {
 // a non-wildcard domain a wildcard SAN matching its first label.
 func covers(leaf *x509.Certificate, domain string) bool {
 	for _, n := range leaf.DNSNames {
-		n = strings.ToLower(n)
-		if n == domain {
+		if dnsname.Covers(strings.ToLower(n), domain) {
 			return true
-		}
-		if !strings.HasPrefix(domain, "*.") && strings.HasPrefix(n, "*.") {
-			if i := strings.IndexByte(domain, '.'); i > 0 && domain[i+1:] == n[2:] {
-				return true
-			}
 		}
 	}
 	return false

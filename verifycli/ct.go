@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/tee-ingress/tee-ingress/evidence"
+	"github.com/tee-ingress/tee-ingress/internal/dnsname"
 )
 
 // Bounds on what the CT API may send and how much verifycli asks of it.
@@ -239,17 +240,7 @@ func (c *ctClient) searchAll(ctx context.Context, names []string) ([]ctEntry, er
 
 // coversName reports whether a certificate name is valid for name: equal,
 // or a one-label wildcard matching a non-wildcard name.
-func coversName(certName, name string) bool {
-	if certName == name {
-		return true
-	}
-	if rest, ok := strings.CutPrefix(certName, "*."); ok && !strings.HasPrefix(name, "*.") {
-		if i := strings.IndexByte(name, '.'); i > 0 {
-			return name[i+1:] == rest
-		}
-	}
-	return false
-}
+func coversName(certName, name string) bool { return dnsname.Covers(certName, name) }
 
 // ctQueryNames: the name, and for a name below a registrable domain the
 // wildcard that would cover it too.

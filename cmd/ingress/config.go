@@ -20,6 +20,7 @@ import (
 	"github.com/tee-ingress/tee-ingress/acme"
 	"github.com/tee-ingress/tee-ingress/dnscaa"
 	"github.com/tee-ingress/tee-ingress/dnsread"
+	"github.com/tee-ingress/tee-ingress/internal/dnsname"
 	"github.com/tee-ingress/tee-ingress/proxy"
 )
 
@@ -1039,18 +1040,8 @@ func checkBackends(c *Config) error {
 	return nil
 }
 
-// covers reports whether a certificate (or route) for name serves host:
-// equal names, or a one-label wildcard over host.
-func covers(name, host string) bool {
-	if name == host {
-		return true
-	}
-	if !strings.HasPrefix(name, "*.") || strings.HasPrefix(host, "*.") {
-		return false
-	}
-	i := strings.IndexByte(host, '.')
-	return i > 0 && host[i+1:] == name[2:]
-}
+// covers reports whether a certificate (or route) for name serves host.
+func covers(name, host string) bool { return dnsname.Covers(name, host) }
 
 // devFlags are the flags --dev honours; everything else is the dev world's.
 var devFlags = []string{"listen", "mode", "alpn", "target", "state-dir", "metrics-listen", "log-format", "log-level",
