@@ -35,6 +35,10 @@ func runDevReplicas(ctx context.Context, w *devWorld, args []string, n int, log 
 		log.Error("cannot read the simulator seed", "err", err)
 		return 1
 	}
+	// One replica that stops (a port taken, a bad store) stops them all: a
+	// demo with a replica missing would show something else than it says.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	out := &syncWriter{w: stdout}
 	var ready sync.WaitGroup
 	ready.Add(n)
@@ -76,6 +80,11 @@ func runDevReplicas(ctx context.Context, w *devWorld, args []string, n int, log 
 					ready.Done()
 				})
 			}))
+			if ctx.Err() == nil {
+				log.Error("a replica stopped; stopping the others", "replica", i, "code", codes[i])
+				codes[i] = max(codes[i], 1)
+				cancel()
+			}
 		})
 	}
 	allReady := make(chan struct{})
