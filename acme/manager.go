@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tee-ingress/tee-ingress/internal/dnsname"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -952,30 +953,9 @@ func checkDomains(domains []string) error {
 	return nil
 }
 
-// CheckDomainName accepts a lowercase DNS name of at least two labels, each
-// 1-63 letters, digits or hyphens not at either end, with an optional leading
-// "*." wildcard label.
+// CheckDomainName accepts a domain in the form certificates carry it
+// (dnsname.Canonical): lowercase, xn-- labels, no trailing dot, at least two
+// labels, "*." only as the whole first label.
 func CheckDomainName(d string) error {
-	name := strings.TrimPrefix(d, "*.")
-	if len(d) > 253 || name == "" {
-		return fmt.Errorf("domain %q: length must be 1 to 253 characters", d)
-	}
-	labels := strings.Split(name, ".")
-	if len(labels) < 2 {
-		return fmt.Errorf("domain %q: need at least two labels, like app.example.com", d)
-	}
-	for _, l := range labels {
-		if len(l) == 0 || len(l) > 63 {
-			return fmt.Errorf("domain %q: label %q must be 1 to 63 characters", d, l)
-		}
-		if l[0] == '-' || l[len(l)-1] == '-' {
-			return fmt.Errorf("domain %q: label %q may not start or end with a hyphen", d, l)
-		}
-		for _, r := range l {
-			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
-				return fmt.Errorf("domain %q: character %q not allowed (accepted: lowercase letters, digits, hyphens, and a leading *. for a wildcard)", d, r)
-			}
-		}
-	}
-	return nil
+	return dnsname.Canonical(d)
 }

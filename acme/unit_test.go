@@ -70,18 +70,18 @@ func TestCheckDomainName(t *testing.T) {
 		}
 	}
 	bad := map[string]string{
-		"":                                "length",
-		"localhost":                       "two labels",
-		"Example.test":                    "character 'E'",
-		"exa mple.test":                   "character ' '",
+		"":                                "empty",
+		"localhost":                       "single label",
+		"Example.test":                    "canonical form",
+		"exa mple.test":                   `character " "`,
 		"-a.test":                         "hyphen",
-		"a..test":                         "label \"\"",
-		"a.*.test":                        "character '*'",
-		"**.test":                         "character '*'",
-		"*.":                              "length",
-		strings.Repeat("a", 64) + ".test": "1 to 63",
-		"example.test.":                   "label \"\"",
-		"under_score.test":                "character '_'",
+		"a..test":                         "empty label",
+		"a.*.test":                        "whole first label",
+		"**.test":                         "whole first label",
+		"*.":                              "whole first label",
+		strings.Repeat("a", 64) + ".test": "longer than 63",
+		"example.test.":                   "canonical form",
+		"under_score.test":                `character "_"`,
 	}
 	for d, want := range bad {
 		err := CheckDomainName(d)
@@ -168,7 +168,7 @@ func TestEnsureRefusesBadDomainsBeforeContactingTheCA(t *testing.T) {
 		want    string
 	}{
 		"wildcard with tls-alpn-01": {[]string{"*.example.test"}, "CHALLENGE_TYPE=dns-01"},
-		"invalid name":              {[]string{"exa mple.test"}, "not allowed"},
+		"invalid name":              {[]string{"exa mple.test"}, `character " "`},
 		"duplicate":                 {[]string{"a.example.test", "a.example.test"}, "listed twice"},
 		"none":                      {nil, "no domains"},
 	}

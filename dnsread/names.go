@@ -1,16 +1,14 @@
 package dnsread
 
 import (
-	"errors"
 	"fmt"
-	"net/netip"
 	"strings"
 
 	"github.com/tee-ingress/tee-ingress/internal/dnsname"
 )
 
 // ErrInvalidName is wrapped by every error about a malformed domain name.
-var ErrInvalidName = errors.New("invalid domain name")
+var ErrInvalidName = dnsname.ErrInvalid
 
 // Domain is a validated domain the ingress serves: a host name, or a wildcard
 // "*.base" that covers exactly one label below base.
@@ -35,29 +33,9 @@ func (d Domain) String() string { return d.Name }
 // whole first label ("*.example.com"). IP addresses are refused: certificates
 // and DNS records are for names.
 func ParseDomain(s string) (Domain, error) {
-	name := strings.ToLower(strings.TrimSpace(s))
-	name = strings.TrimSuffix(name, ".")
-	if name == "" {
-		return Domain{}, fmt.Errorf("%w: empty (want a host name like app.example.com or *.example.com)", ErrInvalidName)
-	}
-	if _, err := netip.ParseAddr(name); err == nil {
-		return Domain{}, fmt.Errorf("%w: %q is an IP address (want a host name like app.example.com)", ErrInvalidName, s)
-	}
-	base := name
-	if strings.HasPrefix(name, "*.") {
-		base = name[2:]
-	}
-	if strings.Contains(base, "*") {
-		return Domain{}, fmt.Errorf("%w: %q has a wildcard that is not the whole first label (want *.example.com)", ErrInvalidName, s)
-	}
-	if err := CheckHostname(base, false); err != nil {
-		return Domain{}, fmt.Errorf("%w: %q: %w", ErrInvalidName, s, err)
-	}
-	if strings.Count(base, ".") < 1 {
-		if name != base {
-			return Domain{}, fmt.Errorf("%w: %q: a wildcard needs a base of at least two labels (want *.example.com)", ErrInvalidName, s)
-		}
-		return Domain{}, fmt.Errorf("%w: %q has a single label (want a full name like app.example.com)", ErrInvalidName, s)
+	name, err := dnsname.Parse(s)
+	if err != nil {
+		return Domain{}, err
 	}
 	return Domain{Name: name}, nil
 }

@@ -26,7 +26,7 @@ func TestCertStore(t *testing.T) {
 	} {
 		c, err := f.store.GetCertificate(&tls.ClientHelloInfo{ServerName: name})
 		if err != nil || c != f.certs[want] {
-			t.Errorf("GetCertificate(%q) = %v, %v; want the %s certificate", name, c.Leaf.Subject.CommonName, err, want)
+			t.Errorf("GetCertificate(%q) = %s, %v; want the %s certificate", name, certName(c), err, want)
 		}
 	}
 
@@ -46,8 +46,8 @@ func TestCertStore(t *testing.T) {
 		{"missing.test", map[string]*tls.Certificate{"app.test": f.certs["app.test"]}, `primary "missing.test" is not one of the names given (app.test)`},
 		{"app.test", map[string]*tls.Certificate{"app.test": nil}, "no private key"},
 		{"app.test", map[string]*tls.Certificate{"app.test": {Certificate: [][]byte{{1}}}}, "no private key"},
-		{"app.test", map[string]*tls.Certificate{"app.test": f.certs["app.test"], "*.*.test": f.certs["app.test"]}, "leftmost label"},
-		{"app.test", map[string]*tls.Certificate{"app.test": f.certs["app.test"], "a b.test": f.certs["app.test"]}, `character ' '`},
+		{"app.test", map[string]*tls.Certificate{"app.test": f.certs["app.test"], "*.*.test": f.certs["app.test"]}, "whole first label"},
+		{"app.test", map[string]*tls.Certificate{"app.test": f.certs["app.test"], "a b.test": f.certs["app.test"]}, `character " "`},
 		{"", nil, "primary"},
 	} {
 		err := f.store.Set(tc.primary, tc.certs)
@@ -77,4 +77,12 @@ func TestCertStore(t *testing.T) {
 	if c, _ := cf.GetCertificate(nil); c != f.certs["other.test"] {
 		t.Fatal("CertFunc")
 	}
+}
+
+// certName names a certificate for a failure message; c may be nil.
+func certName(c *tls.Certificate) string {
+	if c == nil || c.Leaf == nil {
+		return "<none>"
+	}
+	return c.Leaf.Subject.CommonName
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"github.com/tee-ingress/tee-ingress/internal/dnsname"
 	"net"
 	"net/netip"
 	"strconv"
@@ -122,35 +123,12 @@ func checkTargetHost(host string) error {
 	return nil
 }
 
-// checkHostPattern validates a normalised route or certificate key: a DNS name,
-// or "*." followed by one, the wildcard standing for exactly one label.
+// checkHostPattern validates a normalised route or certificate key with the
+// project's one set of name rules (dnsname): a DNS name, or "*." followed by
+// one. Underscores and single labels are accepted: backends and test routes
+// use names like "_svc.internal" and "localhost".
 func checkHostPattern(p string) error {
-	name := strings.TrimPrefix(p, "*.")
-	if name == "" {
-		return errors.New("empty name: want a domain like app.example.com or *.example.com")
-	}
-	if len(name) > 253 {
-		return errors.New("name is longer than 253 characters")
-	}
-	for _, label := range strings.Split(name, ".") {
-		if label == "" {
-			return errors.New("empty label: want a domain like app.example.com or *.example.com")
-		}
-		if len(label) > 63 {
-			return fmt.Errorf("label %q is longer than 63 characters", label)
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			switch {
-			case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
-			case c == '*':
-				return errors.New("a wildcard is allowed only as the whole leftmost label, like *.example.com")
-			default:
-				return fmt.Errorf("character %q is not allowed in a domain (letters, digits, '-', '_' and '.')", c)
-			}
-		}
-	}
-	return nil
+	return dnsname.Canonical(p, dnsname.Underscores, dnsname.SingleLabel)
 }
 
 // Route sends connections for one server name to a backend.

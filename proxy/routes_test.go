@@ -85,13 +85,13 @@ func TestParseRoutingMap(t *testing.T) {
 	for in, wants := range map[string][]string{
 		"a.example.com=a:1\nbroken":                {"line 2", `"broken"`, "domain=host:port"},
 		"a.example.com=a:1,b.example.com":          {"line 1", `"b.example.com"`, "no '='"},
-		"*.*.example.com=a:1":                      {"line 1", `"*.*.example.com"`, "leftmost label"},
-		"a.*.example.com=a:1":                      {"line 1", "leftmost label"},
+		"*.*.example.com=a:1":                      {"line 1", `"*.*.example.com"`, "whole first label"},
+		"a.*.example.com=a:1":                      {"line 1", "whole first label"},
 		"x=":                                       {"line 1", `domain "x"`, "empty backend address"},
 		"a.example.com=ftp://a:1":                  {"line 1", "unknown scheme"},
 		"\n\na.example.com=a:1\nA.example.com=b:2": {"line 4", "already routed on line 3"},
-		"=a:1":             {"line 1", "empty name"},
-		"exa mple.com=a:1": {"line 1", `character ' '`},
+		"=a:1":             {"line 1", "empty"},
+		"exa mple.com=a:1": {"line 1", `character " "`},
 	} {
 		_, err := ParseRoutingMap(in)
 		if err == nil {

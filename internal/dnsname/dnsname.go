@@ -46,33 +46,42 @@ func Parse(s string, opts ...Option) (string, error) {
 		return "", fmt.Errorf("%w: empty (want a host name like app.example.com or *.example.com)", ErrInvalid)
 	}
 	if _, err := netip.ParseAddr(name); err == nil {
-		return "", fmt.Errorf("%w: %q is an IP address (want a host name like app.example.com)", ErrInvalid, s)
+		return "", fmt.Errorf("%w: %s is an IP address (want a host name like app.example.com)", ErrInvalid, quote(s))
 	}
 	wild := strings.HasPrefix(name, "*.")
 	if wild && o&NoWildcard != 0 {
-		return "", fmt.Errorf("%w: %q: a wildcard is not accepted here", ErrInvalid, s)
+		return "", fmt.Errorf("%w: %s: a wildcard is not accepted here", ErrInvalid, quote(s))
 	}
 	base := strings.TrimPrefix(name, "*.")
 	if strings.Contains(base, "*") {
-		return "", fmt.Errorf("%w: %q has a wildcard that is not the whole first label (want *.example.com)", ErrInvalid, s)
+		return "", fmt.Errorf("%w: %s has a wildcard that is not the whole first label (want *.example.com)", ErrInvalid, quote(s))
 	}
 	base, err := toASCII(base)
 	if err != nil {
-		return "", fmt.Errorf("%w: %q: %v", ErrInvalid, s, err)
+		return "", fmt.Errorf("%w: %s: %v", ErrInvalid, quote(s), err)
 	}
 	if err := CheckHostname(base, o&Underscores != 0); err != nil {
-		return "", fmt.Errorf("%w: %q: %w", ErrInvalid, s, err)
+		return "", fmt.Errorf("%w: %s: %w", ErrInvalid, quote(s), err)
 	}
 	if o&SingleLabel == 0 && !strings.Contains(base, ".") {
 		if wild {
-			return "", fmt.Errorf("%w: %q: a wildcard needs a base of at least two labels (want *.example.com)", ErrInvalid, s)
+			return "", fmt.Errorf("%w: %s: a wildcard needs a base of at least two labels (want *.example.com)", ErrInvalid, quote(s))
 		}
-		return "", fmt.Errorf("%w: %q has a single label (want a full name like app.example.com)", ErrInvalid, s)
+		return "", fmt.Errorf("%w: %s has a single label (want a full name like app.example.com)", ErrInvalid, quote(s))
 	}
 	if wild {
 		return "*." + base, nil
 	}
 	return base, nil
+}
+
+// quote quotes a name for an error, cut to 80 bytes: names come from
+// untrusted certificates and bundles, and an error must stay readable.
+func quote(s string) string {
+	if len(s) > 80 {
+		return fmt.Sprintf("%q... (%d bytes)", s[:80], len(s))
+	}
+	return fmt.Sprintf("%q", s)
 }
 
 // toASCII lowercases ASCII names and maps others through IDNA.
@@ -97,7 +106,7 @@ func Canonical(s string, opts ...Option) error {
 		return err
 	}
 	if n != s {
-		return fmt.Errorf("%w: %q is not in canonical form (want %q: lowercase, xn-- labels, no trailing dot)", ErrInvalid, s, n)
+		return fmt.Errorf("%w: %s is not in canonical form (want %s: lowercase, xn-- labels, no trailing dot)", ErrInvalid, quote(s), quote(n))
 	}
 	return nil
 }
