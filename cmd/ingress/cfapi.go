@@ -1,3 +1,5 @@
+//go:build !nodev
+
 package main
 
 import (
@@ -12,6 +14,17 @@ import (
 
 // cloudflareAPI is the base URL libdns/cloudflare calls (a constant there).
 const cloudflareAPI = "https://api.cloudflare.com/client/v4"
+
+// cloudflareHook is the CLOUDFLARE_API_URL test hook: nil unless it is set.
+// Production builds (-tags nodev) have a version that refuses it.
+func cloudflareHook(s *settings) (*http.Client, error) {
+	u, _ := s.get("CLOUDFLARE_API_URL")
+	if u == "" {
+		return nil, nil
+	}
+	caFile, _ := s.get("CLOUDFLARE_API_CA")
+	return cloudflareOverride(u, caFile)
+}
 
 // cloudflareOverride returns an HTTP client that sends Cloudflare API calls
 // to base instead (CLOUDFLARE_API_URL: for tests and development against an

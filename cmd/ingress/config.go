@@ -179,6 +179,7 @@ type option struct {
 	arg     string // placeholder in the usage text; "" marks a boolean flag
 	help    string
 	secret  bool // value never printed
+	devOnly bool // not in production builds (-tags nodev): --dev and test hooks
 }
 
 // options is the usage text's order. Grouped by the headings in groups.
@@ -254,11 +255,11 @@ var groups = []struct {
 		{flag: "log-level", env: "LOG_LEVEL", def: "info", arg: "LEVEL", help: "debug, info, warn or error"},
 	}},
 	{"Development and tests (never needed in production)", []option{
-		{flag: "dev", def: "false", help: "run everything locally: ACME CA, DNS, Cloudflare API, guest-agent simulator, demo backend; NOT A TEE"},
-		{flag: "replicas", def: "1", arg: "N", help: "with --dev: run N instances of the app (1-10) on consecutive ports from --listen, sharing certificates through an embedded etcd"},
+		{flag: "dev", devOnly: true, def: "false", help: "run everything locally: ACME CA, DNS, Cloudflare API, guest-agent simulator, demo backend; NOT A TEE"},
+		{flag: "replicas", devOnly: true, def: "1", arg: "N", help: "with --dev: run N instances of the app (1-10) on consecutive ports from --listen, sharing certificates through an embedded etcd"},
 		{env: "DSTACK_SIMULATOR_ENDPOINT", arg: "PATH", help: "use a dstack simulator's socket instead of the guest agent (logged loudly: NOT A TEE)"},
-		{env: "CLOUDFLARE_API_URL", arg: "URL", help: "send Cloudflare API calls to this base URL instead of https://api.cloudflare.com/client/v4"},
-		{env: "CLOUDFLARE_API_CA", arg: "FILE", help: "PEM roots trusted for CLOUDFLARE_API_URL"},
+		{env: "CLOUDFLARE_API_URL", devOnly: true, arg: "URL", help: "send Cloudflare API calls to this base URL instead of https://api.cloudflare.com/client/v4 (a test hook: not in production builds)"},
+		{env: "CLOUDFLARE_API_CA", devOnly: true, arg: "FILE", help: "PEM roots trusted for CLOUDFLARE_API_URL"},
 	}},
 }
 
@@ -316,7 +317,7 @@ func usageText() string {
 	for _, g := range groups {
 		fmt.Fprintf(&b, "\n%s:\n", g.title)
 		for _, o := range g.opts {
-			if (o.flag == "dev" || o.flag == "replicas") && !devBuilt {
+			if o.devOnly && !devBuilt {
 				continue
 			}
 			left := "  "
@@ -967,14 +968,11 @@ func parseDNS(s *settings, c *Config) error {
 	}
 	provName, provSrc := s.get("dns-provider")
 	cfg := dnscaa.ProviderConfig{Name: provName, Lookup: s.lookup, CallTimeout: 30 * time.Second}
-	if u, _ := s.get("CLOUDFLARE_API_URL"); u != "" {
-		caFile, _ := s.get("CLOUDFLARE_API_CA")
-		hc, err := cloudflareOverride(u, caFile)
-		if err != nil {
-			return err
-		}
-		cfg.HTTPClient = hc
+	hc, err := cloudflareHook(s)
+	if err != nil {
+		return err
 	}
+	cfg.HTTPClient = hc
 	p, err := dnscaa.NewProvider(cfg)
 	if serr := parseDNSSetup(s, c, err == nil); serr != nil {
 		if mode, _ := s.get("dns-setup-mode"); err != nil && (c.Challenge == acme.DNS01 || strings.EqualFold(mode, dnsModeAPI)) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -516,19 +517,27 @@ func TestBareRunPointsToHelp(t *testing.T) {
 }
 
 // TestProductionHelpHasNoDev: the image's build (-tags nodev) does not offer
-// --dev in --help, nor in the first-run hint.
+// --dev or a test hook in --help, nor --dev in the first-run hint; a test
+// hook set for it is refused by name, not silently ignored.
 func TestProductionHelpHasNoDev(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "ingress")
 	if out, err := exec.Command("go", "build", "-tags", "nodev", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build -tags nodev: %v\n%s", err, out)
 	}
 	help, err := exec.Command(bin, "--help").Output()
-	if err != nil || !strings.Contains(string(help), "--cert-source") || strings.Contains(string(help), "--dev") {
+	if err != nil || !strings.Contains(string(help), "--cert-source") || strings.Contains(string(help), "--dev") ||
+		strings.Contains(string(help), "CLOUDFLARE_API_URL") || strings.Contains(string(help), "--replicas") {
 		t.Fatalf("--help of the nodev build (%v):\n%s", err, help)
+	}
+	hook := exec.Command(bin)
+	hook.Env = []string{"DOMAIN=app.example.com", "TARGET_ENDPOINT=127.0.0.1:80", "CLOUDFLARE_API_TOKEN=x", "CLOUDFLARE_API_URL=https://127.0.0.1:1/client/v4"}
+	msg, err := hook.CombinedOutput()
+	if code := exitCode(err); code != 2 || !strings.Contains(string(msg), "CLOUDFLARE_API_URL is a test hook and not in this build") {
+		t.Fatalf("nodev build with CLOUDFLARE_API_URL: exit %d:\n%s", code, msg)
 	}
 	cmd := exec.Command(bin)
 	cmd.Env = []string{}
-	msg, _ := cmd.CombinedOutput()
+	msg, _ = cmd.CombinedOutput()
 	if !strings.Contains(string(msg), "hint: nothing is configured") || strings.Contains(string(msg), "--dev") {
 		t.Fatalf("bare run of the nodev build:\n%s", msg)
 	}
@@ -561,4 +570,17 @@ func TestParseCluster(t *testing.T) {
 		c.Cluster.TLS.RootCAs == nil || c.Cluster.Prefix != "/apps/one/" || c.Cluster.Username != "u" || c.Cluster.Password != "p" {
 		t.Fatalf("tls: %+v", c.Cluster)
 	}
+}
+
+// exitCode is a finished command's exit status (0 for a nil error, -1 if it
+// did not run).
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if err == nil {
+		return 0
+	}
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	return -1
 }

@@ -32,8 +32,9 @@ func TestDeps(t *testing.T) {
 	}
 	slices.Sort(got)
 	got = slices.Compact(got)
+	head := depsHeader + leftOutLine() + "\n"
 	if os.Getenv("UPDATE_DEPS") != "" {
-		if err := os.WriteFile("deps.txt", []byte(depsHeader+strings.Join(got, "\n")+"\n"), 0o644); err != nil {
+		if err := os.WriteFile("deps.txt", []byte(head+strings.Join(got, "\n")+"\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		return
@@ -41,6 +42,9 @@ func TestDeps(t *testing.T) {
 	b, err := os.ReadFile("deps.txt")
 	if err != nil {
 		t.Fatalf("%v: create it with UPDATE_DEPS=1 go test -run TestDeps ./cmd/ingress", err)
+	}
+	if !strings.Contains(string(b), leftOutLine()+"\n") {
+		t.Errorf("deps.txt does not say which options the production build leaves out (want the line %q): run UPDATE_DEPS=1 go test -run TestDeps ./cmd/ingress", leftOutLine())
 	}
 	var want []string
 	for _, l := range strings.Split(string(b), "\n") {
@@ -64,4 +68,23 @@ func TestDeps(t *testing.T) {
 			"Every new package is code the TEE must trust: review it, then run\n  UPDATE_DEPS=1 go test -run TestDeps ./cmd/ingress",
 			strings.Join(append(added, removed...), "\n"))
 	}
+}
+
+// leftOutLine names the options -tags nodev leaves out (--dev and the test
+// hooks), from the option table, so deps.txt shows them.
+func leftOutLine() string {
+	var names []string
+	for _, g := range groups {
+		for _, o := range g.opts {
+			if !o.devOnly {
+				continue
+			}
+			if o.flag != "" {
+				names = append(names, "--"+o.flag)
+			} else {
+				names = append(names, o.env)
+			}
+		}
+	}
+	return "# Left out of this build (-tags nodev): " + strings.Join(names, ", ")
 }
