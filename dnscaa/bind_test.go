@@ -308,3 +308,39 @@ func TestRFC2136Challenge(t *testing.T) {
 		t.Errorf("took %s", time.Since(start))
 	}
 }
+
+// TestObserver: every provider call reaches ProviderConfig.Observer once,
+// with its provider, op, zone, records and result, and no secret.
+func TestObserver(t *testing.T) {
+	b := startBIND(t)
+	var mu sync.Mutex
+	var calls []Call
+	build := func(server string) *Client {
+		c, err := NewProvider(ProviderConfig{Name: "rfc2136", CallTimeout: 2 * time.Second, Lookup: lookupMap(map[string]string{
+			"RFC2136_NAMESERVER": server, "RFC2136_TSIG_KEY": tsigKey, "RFC2136_TSIG_SECRET": tsigSecret,
+		}), Observer: func(c Call) { mu.Lock(); calls = append(calls, c); mu.Unlock() }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	ctx := context.Background()
+	if _, err := build(b.addr).GetRecords(ctx, "example.test."); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := build("127.0.0.1:1").GetRecords(ctx, "example.test"); err == nil {
+		t.Fatal("a dead server answered")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != 2 {
+		t.Fatalf("%d calls observed, want 2: %+v", len(calls), calls)
+	}
+	ok, bad := calls[0], calls[1]
+	if ok.Provider != "rfc2136" || ok.Op != "get records" || ok.Zone != "example.test" || ok.Err != nil || ok.Took <= 0 {
+		t.Errorf("ok call: %+v", ok)
+	}
+	if bad.Err == nil || bad.Op != "get records" || strings.Contains(bad.Err.Error(), tsigSecret) {
+		t.Errorf("failed call: %+v", bad)
+	}
+}

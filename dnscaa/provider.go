@@ -40,6 +40,7 @@ type Client struct {
 	timeout time.Duration
 	secrets []string
 	log     *slog.Logger
+	observe func(Call)
 	// dotlessZones: the provider wants "example.com", not "example.com."
 	// (libdns/cloudflare looks the zone up by that exact name).
 	dotlessZones bool
@@ -47,6 +48,16 @@ type Client struct {
 	// name (Cloudflare does; RFC 1034 servers such as BIND and Route 53
 	// refuse it).
 	cnameSiblings bool
+}
+
+// Call is one provider call as an observer sees it (ProviderConfig.Observer).
+type Call struct {
+	Provider string        // "cloudflare", "route53", ...
+	Op       string        // "get records", "append records", "delete records", "list zones"
+	Zone     string        // without the trailing dot; "" for list zones
+	Records  int           // records sent (append, delete); 0 otherwise
+	Took     time.Duration // from the call to its answer or deadline
+	Err      error         // nil: it succeeded; else the error returned, secrets redacted
 }
 
 var (
@@ -165,6 +176,7 @@ func (c *Client) call(ctx context.Context, op, zone string, n int, f func(contex
 	}
 	if err == nil {
 		c.log.Debug("dns provider call", attrs...)
+		c.report(op, zone, n, took, nil)
 		return nil
 	}
 	where := op
@@ -178,7 +190,14 @@ func (c *Client) call(ctx context.Context, op, zone string, n int, f func(contex
 	}
 	err = c.redact(err)
 	c.log.Debug("dns provider call failed", append(attrs, "err", err.Error())...)
+	c.report(op, zone, n, took, err)
 	return err
+}
+
+func (c *Client) report(op, zone string, n int, took time.Duration, err error) {
+	if c.observe != nil {
+		c.observe(Call{Provider: c.name, Op: op, Zone: unfqdn(zone), Records: n, Took: took, Err: err})
+	}
 }
 
 // protect runs f, turning a panic into an error: libdns/cloudflare v0.2.2
@@ -231,6 +250,9 @@ type ProviderConfig struct {
 	// Logger gets one debug line per provider call, never a secret. nil:
 	// discard.
 	Logger *slog.Logger
+	// Observer is told of every provider call when it ends, on the caller's
+	// goroutine (metrics use it; keep it quick). nil: nobody is told.
+	Observer func(Call)
 
 	// namecheapEndpoint points libdns/namecheap at a test server.
 	namecheapEndpoint string
@@ -310,6 +332,7 @@ func NewProvider(cfg ProviderConfig) (*Client, error) {
 		return nil, c.redact(fmt.Errorf("%w: DNS_PROVIDER=%s: %w", ErrConfig, spec.name, err))
 	}
 	c.p = p
+	c.observe = cfg.Observer
 	return c, nil
 }
 

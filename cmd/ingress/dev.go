@@ -220,8 +220,9 @@ func (w *devWorld) environment(env map[string]string, stdout io.Writer, reload <
 		stdout:        stdout,
 		reload:        reload,
 		acmeTransport: w.ca.HTTPClient().Transport,
-		dnsProvider: func(l *slog.Logger) (*dnscaa.Client, error) {
-			return dnscaa.NewProvider(dnscaa.ProviderConfig{Name: "cloudflare", Lookup: lookupIn(env), HTTPClient: w.cf.HTTPClient(), Logger: l})
+		dnsProvider: func(base dnscaa.ProviderConfig) (*dnscaa.Client, error) {
+			base.Name, base.Lookup, base.HTTPClient = "cloudflare", lookupIn(env), w.cf.HTTPClient()
+			return dnscaa.NewProvider(base)
 		},
 		onReady: onReady,
 	}

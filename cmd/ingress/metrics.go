@@ -1,9 +1,8 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
+	"github.com/tee-ingress/tee-ingress/dnscaa"
 	"net/http"
 	"strconv"
 	"strings"
@@ -110,59 +109,13 @@ func (t *timedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-// dnsHook observes the provider calls that package dnscaa logs (one debug
-// record per call, with provider, op and took) and passes every record on.
-// dnscaa builds the provider clients of libraries we do not control, so its
-// log is the one place every call passes through.
-func (m *metrics) dnsHook(next slog.Handler) slog.Handler { return &dnsHook{next: next, m: m} }
-
-type dnsHook struct {
-	next  slog.Handler
-	m     *metrics
-	attrs []slog.Attr
-}
-
-func (h *dnsHook) Enabled(context.Context, slog.Level) bool { return true }
-
-func (h *dnsHook) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message == "dns provider call" || r.Message == "dns provider call failed" {
-		var provider, op string
-		var took time.Duration
-		visit := func(a slog.Attr) bool {
-			switch a.Key {
-			case "provider":
-				provider = a.Value.String()
-			case "op":
-				op = strings.ReplaceAll(a.Value.String(), " ", "_")
-			case "took":
-				if a.Value.Kind() == slog.KindDuration {
-					took = a.Value.Duration()
-				}
-			}
-			return true
-		}
-		for _, a := range h.attrs {
-			visit(a)
-		}
-		r.Attrs(visit)
-		result := "ok"
-		if r.Message != "dns provider call" {
-			result = "error"
-		}
-		h.m.dnsDur.WithLabelValues(provider, op, result).Observe(took.Seconds())
+// observeDNS records one DNS provider call (dnscaa's Observer).
+func (m *metrics) observeDNS(c dnscaa.Call) {
+	result := "ok"
+	if c.Err != nil {
+		result = "error"
 	}
-	if !h.next.Enabled(ctx, r.Level) {
-		return nil
-	}
-	return h.next.Handle(ctx, r)
-}
-
-func (h *dnsHook) WithAttrs(as []slog.Attr) slog.Handler {
-	return &dnsHook{next: h.next.WithAttrs(as), m: h.m, attrs: append(append([]slog.Attr(nil), h.attrs...), as...)}
-}
-
-func (h *dnsHook) WithGroup(name string) slog.Handler {
-	return &dnsHook{next: h.next.WithGroup(name), m: h.m, attrs: h.attrs}
+	m.dnsDur.WithLabelValues(c.Provider, strings.ReplaceAll(c.Op, " ", "_"), result).Observe(c.Took.Seconds())
 }
 
 // stateCollector reads the daemon's state at scrape time.

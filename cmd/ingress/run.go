@@ -60,7 +60,9 @@ type environment struct {
 	acmeTransport http.RoundTripper
 	// dnsProvider replaces the provider built from the configuration. Nil:
 	// built from DNS_PROVIDER and its credentials.
-	dnsProvider func(logger *slog.Logger) (*dnscaa.Client, error)
+	// It gets the configuration's provider settings with Logger and Observer
+	// filled in.
+	dnsProvider func(base dnscaa.ProviderConfig) (*dnscaa.Client, error)
 	// onReady is called once when the daemon first becomes ready, with the
 	// address it listens on; it must return quickly (it may run under the
 	// certificate manager's lock). Nil: nothing.
@@ -345,13 +347,11 @@ func (d *daemon) prepare() error {
 	if cfg.DNS != nil {
 		build := d.env.dnsProvider
 		if build == nil {
-			build = func(l *slog.Logger) (*dnscaa.Client, error) {
-				pc := cfg.DNSProvider
-				pc.Logger = l
-				return dnscaa.NewProvider(pc)
-			}
+			build = dnscaa.NewProvider
 		}
-		p, err := build(slog.New(d.met.dnsHook(d.log.With("component", "dns").Handler())))
+		pc := cfg.DNSProvider
+		pc.Logger, pc.Observer = d.log.With("component", "dns"), d.met.observeDNS
+		p, err := build(pc)
 		if err != nil {
 			return fmt.Errorf("dns provider: %w", err)
 		}
