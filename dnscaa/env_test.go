@@ -1,12 +1,11 @@
 package dnscaa
 
 import (
-	"bytes"
 	"context"
+	"github.com/tee-ingress/tee-ingress/internal/syncbuf"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,31 +26,13 @@ func lookupMap(m map[string]string) func(string) (string, bool) {
 	}
 }
 
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // cfEnv is the Cloudflare stand-in: a DNS server holding the zones, the API
 // emulator over it, and a Client built by NewProvider like cmd/ingress does.
 type cfEnv struct {
 	dns    *dnsserver.Server
 	cf     *cfemu.Emulator
 	client *Client
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 	logger *slog.Logger
 }
 
@@ -60,7 +41,7 @@ func newCFEnv(t *testing.T, timeout time.Duration, zones ...string) *cfEnv {
 	s := startDNS(t, zones...)
 	e := cfemu.New(s, cfToken)
 	t.Cleanup(e.Close)
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	c, err := NewProvider(ProviderConfig{
 		Name:        "cloudflare",

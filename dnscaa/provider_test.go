@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tee-ingress/tee-ingress/internal/syncbuf"
 	"log"
 	"log/slog"
 	"strings"
@@ -195,7 +196,7 @@ func TestClient(t *testing.T) {
 			panic("nil map in library")
 		},
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	c := NewClient("fake", f, 100*time.Millisecond, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), secret, "ab")
 	ctx := context.Background()
 

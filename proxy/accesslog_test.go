@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/json"
+	"github.com/tee-ingress/tee-ingress/internal/syncbuf"
 	"log/slog"
 	"strings"
 	"testing"
@@ -9,7 +10,7 @@ import (
 )
 
 // logLines decodes the JSON log lines in b with msg.
-func logLines(t *testing.T, b *syncBuffer, msg string) []map[string]any {
+func logLines(t *testing.T, b *syncbuf.Buffer, msg string) []map[string]any {
 	t.Helper()
 	var out []map[string]any
 	for _, l := range strings.Split(strings.TrimSpace(b.String()), "\n") {
@@ -28,7 +29,7 @@ func TestAccessLog(t *testing.T) {
 	checkGoroutines(t)
 	f := newFixture(t)
 	app := startHTTPBackend(t, "app")
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
 	_, addr := startProxy(t, Config{Certs: f.store, Mode: ModeHTTP, Default: app.target(), Evidence: evidenceHandler(),
 		AccessLog: true, Logger: log, Routes: []Route{{Host: "down.test", Target: Target{Scheme: SchemeHTTP, Addr: refusedAddr(t)}}}})
@@ -72,7 +73,7 @@ func TestAccessLogOff(t *testing.T) {
 	checkGoroutines(t)
 	f := newFixture(t)
 	app := startHTTPBackend(t, "app")
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	for _, mode := range []Mode{ModeHTTP, ModeTCP} {
 		s, addr := startProxy(t, Config{Certs: f.store, Mode: mode, Default: Target{Addr: app.target().Addr}, Logger: log})

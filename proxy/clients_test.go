@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/tee-ingress/tee-ingress/internal/syncbuf"
 	"net"
 	"net/http"
 	"os"
@@ -151,8 +152,8 @@ func runOpenSSL(t *testing.T, stdin string, args []string, want []string) (strin
 	defer cancel()
 	cmd := exec.CommandContext(ctx, lookTool(t, "openssl"), args...)
 	cmd.Stdin = strings.NewReader(stdin)
-	out := &syncBuffer{}
-	errb := &syncBuffer{}
+	out := &syncbuf.Buffer{}
+	errb := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, errb
 	mustf(t, cmd.Start(), "starting openssl")
 	exited := make(chan error, 1)

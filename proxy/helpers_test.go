@@ -407,21 +407,3 @@ func bufioReader(c net.Conn) *bufio.Reader {
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	return bufio.NewReader(c)
 }
-
-// syncBuffer is a bytes.Buffer safe for a writer and a poller.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}

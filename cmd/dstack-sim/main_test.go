@@ -1,15 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/hex"
+	"github.com/tee-ingress/tee-ingress/internal/syncbuf"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,24 +16,6 @@ import (
 	"github.com/google/go-tdx-guest/abi"
 	"github.com/google/go-tdx-guest/verify"
 )
-
-// syncBuffer is written by run's goroutine and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func shortDir(t *testing.T) string {
 	t.Helper()
@@ -69,7 +50,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	exit := make(chan int, 1)
 	go func() {
 		exit <- run(ctx, []string{"--socket", sock, "--stripped", "--compose", compose, "--seed", "dev"}, &stdout, &stderr)
@@ -137,7 +118,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	// Same seed, same root key: a saved root keeps working across restarts.
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()
-	var out2 syncBuffer
+	var out2 syncbuf.Buffer
 	go func() {
 		exit <- run(ctx2, []string{"--socket", sock, "--seed", "dev", "--root-out", filepath.Join(dir, "again.pem")}, &out2, &stderr)
 	}()
@@ -180,7 +161,7 @@ func TestRunErrors(t *testing.T) {
 		{"compose not JSON", []string{"--socket", filepath.Join(dir, "s"), "--compose", notJSON}, 1, []string{"Config.ComposeJSON is not a JSON object", "hint: --compose must name an app-compose.json"}},
 		{"socket is a file", []string{"--socket", notJSON}, 1, []string{"is not a socket", "hint: pass another --socket"}},
 	} {
-		var stdout, stderr syncBuffer
+		var stdout, stderr syncbuf.Buffer
 		code := run(context.Background(), tc.args, &stdout, &stderr)
 		if code != tc.code {
 			t.Errorf("%s: exit %d, want %d; stderr:\n%s", tc.name, code, tc.code, stderr.String())
@@ -194,7 +175,7 @@ func TestRunErrors(t *testing.T) {
 			t.Errorf("%s: stdout = %q, want nothing", tc.name, stdout.String())
 		}
 	}
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	if code := run(context.Background(), []string{"--help"}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "Example:") {
 		t.Errorf("--help: exit %d, stdout %q", code, stdout.String())
 	}

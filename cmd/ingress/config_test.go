@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/tee-ingress/tee-ingress/internal/syncbuf"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -478,7 +479,7 @@ func FuzzParseConfig(f *testing.F) {
 func TestJSONLogs(t *testing.T) {
 	cert, key, _ := selfSignedFiles(t, "app.test")
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"--cert-source", "static", "--cert", cert, "--key", key, "--listen", "127.0.0.1:0", "--target", "127.0.0.1:9"},

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -12,6 +11,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/tee-ingress/tee-ingress/internal/syncbuf"
 	"io"
 	"math/big"
 	"net"
@@ -74,23 +74,6 @@ func binaries(t testing.TB) (ingress, verifycli string) {
 	return filepath.Join(binDir, "ingress"), filepath.Join(binDir, "verifycli")
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // waitFor polls cond every few milliseconds until it holds or the deadline
 // passes.
 func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool, dump func() string) {
@@ -114,8 +97,8 @@ func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool,
 type proc struct {
 	t      testing.TB
 	cmd    *exec.Cmd
-	stdout *lockedBuffer
-	stderr *lockedBuffer
+	stdout *syncbuf.Buffer
+	stderr *syncbuf.Buffer
 	done   chan struct{}
 	err    error
 }
@@ -129,7 +112,7 @@ func startIngress(t testing.TB, bin string, env map[string]string, args ...strin
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	p := &proc{t: t, cmd: cmd, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	p := &proc{t: t, cmd: cmd, stdout: &syncbuf.Buffer{}, stderr: &syncbuf.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/hex"
+	"github.com/tee-ingress/tee-ingress/internal/syncbuf"
 	"io"
 	"net"
 	"net/http"
@@ -209,7 +210,7 @@ func TestStaticInProcess(t *testing.T) {
 	be := newBackend(t, "app")
 	cert, key, pool := selfSignedFiles(t, "app.test")
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	done := make(chan int, 1)
 	t.Cleanup(func() {
 		cancel() // also when the test failed half-way: run must not outlive it

@@ -5,10 +5,10 @@
 package bind9
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tee-ingress/tee-ingress/internal/syncbuf"
 	"net"
 	"os"
 	"os/exec"
@@ -54,7 +54,7 @@ type Server struct {
 
 	cmd    *exec.Cmd
 	exited chan error
-	log    *syncBuffer
+	log    *syncbuf.Buffer
 	once   sync.Once
 }
 
@@ -119,7 +119,7 @@ zone "%[5]s" {
 	s := &Server{
 		Addr: net.JoinHostPort("127.0.0.1", fmt.Sprint(port)), Zone: opts.Zone,
 		KeyName: opts.KeyName, Secret: opts.Secret,
-		exited: make(chan error, 1), log: &syncBuffer{},
+		exited: make(chan error, 1), log: &syncbuf.Buffer{},
 	}
 	s.cmd = exec.Command(named, "-g", "-4", "-n", "1", "-c", confPath)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
@@ -194,21 +194,4 @@ func freePort() (int, error) {
 		}
 	}
 	return 0, errors.New("bind9: no free loopback port")
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
