@@ -735,6 +735,8 @@ func splitList(v string) []string {
 	return out
 }
 
+// parseCerts reads where certificates come from, then what that source
+// needs: one function per source.
 func parseCerts(s *settings, c *Config) error {
 	src, srcName := s.get("cert-source")
 	switch strings.ToLower(src) {
@@ -743,6 +745,26 @@ func parseCerts(s *settings, c *Config) error {
 	default:
 		return bad(srcName, src, "acme, static or self-signed")
 	}
+	if err := parseDomains(s, c); err != nil {
+		return err
+	}
+	if err := parseCertCommon(s, c); err != nil {
+		return err
+	}
+	switch c.CertSource {
+	case sourceStatic:
+		return parseStatic(s, c)
+	case sourceSelfSigned:
+		if c.CertFile != "" || c.KeyFile != "" {
+			return configErrorf("--cert/--key are for CERT_SOURCE=static; CERT_SOURCE=self-signed generates its key inside the TEE")
+		}
+		return rejectACMEOnly(s, c)
+	}
+	return parseACME(s, c)
+}
+
+// parseDomains reads DOMAIN and DOMAINS; the first is the primary.
+func parseDomains(s *settings, c *Config) error {
 	if v, vsrc := s.get("domain"); v != "" {
 		if strings.ContainsAny(v, ",\n") {
 			return bad(vsrc, v, "one domain name (list more in DOMAINS)")
@@ -767,7 +789,15 @@ func parseCerts(s *settings, c *Config) error {
 	if len(c.Domains) > 0 {
 		c.Primary = c.Domains[0]
 	}
+	if len(c.Domains) > 0 {
+		c.Primary = c.Domains[0]
+	}
+	return nil
+}
 
+// parseCertCommon reads what every source has: the challenge, the files,
+// the state dir and the self-signed format.
+func parseCertCommon(s *settings, c *Config) error {
 	ch, chSrc := s.get("challenge")
 	switch acme.ChallengeType(strings.ToLower(ch)) {
 	case acme.DNS01, acme.TLSALPN01, acme.DNSPersist01:
@@ -795,23 +825,24 @@ func parseCerts(s *settings, c *Config) error {
 		return configErrorf("%s=%s needs CERT_SOURCE=self-signed (CERT_SOURCE is %s)", fsrc, f, c.CertSource)
 	}
 
-	switch c.CertSource {
-	case sourceStatic:
-		if c.CertFile == "" || c.KeyFile == "" {
-			return configErrorf("CERT_SOURCE=static needs --cert (CERT_FILE) and --key (KEY_FILE): the PEM chain, leaf first, and its private key")
-		}
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return configErrorf("--cert %s and --key %s cannot be used: %s", c.CertFile, c.KeyFile, err)
-		}
-		c.StaticCert = &cert
-		return rejectACMEOnly(s, c)
-	case sourceSelfSigned:
-		if c.CertFile != "" || c.KeyFile != "" {
-			return configErrorf("--cert/--key are for CERT_SOURCE=static; CERT_SOURCE=self-signed generates its key inside the TEE")
-		}
-		return rejectACMEOnly(s, c)
+	return nil
+}
+
+// parseStatic loads CERT_SOURCE=static's pair.
+func parseStatic(s *settings, c *Config) error {
+	if c.CertFile == "" || c.KeyFile == "" {
+		return configErrorf("CERT_SOURCE=static needs --cert (CERT_FILE) and --key (KEY_FILE): the PEM chain, leaf first, and its private key")
 	}
+	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	if err != nil {
+		return configErrorf("--cert %s and --key %s cannot be used: %s", c.CertFile, c.KeyFile, err)
+	}
+	c.StaticCert = &cert
+	return rejectACMEOnly(s, c)
+}
+
+// parseACME reads CERT_SOURCE=acme's settings: names, CA, account.
+func parseACME(s *settings, c *Config) error {
 	if c.CertFile != "" || c.KeyFile != "" {
 		return configErrorf("--cert/--key need CERT_SOURCE=static (CERT_SOURCE is %s)", c.CertSource)
 	}
@@ -852,6 +883,11 @@ func parseCerts(s *settings, c *Config) error {
 		}
 		c.Email = v
 	}
+	return parseACMEAccount(s, c)
+}
+
+// parseACMEAccount reads the account (EAB, key), CA roots and renewal.
+func parseACMEAccount(s *settings, c *Config) error {
 	kid, _ := s.get("ACME_EAB_KID")
 	hmac, _ := s.get("ACME_EAB_HMAC")
 	switch {
