@@ -272,19 +272,23 @@ func zoneChanges(zone string, want []planned, existing []Record, siblings bool) 
 		}
 		rec := w.Record
 		if w.kind == kindCAA {
-			// An RRset has one TTL (RFC 2181 section 5.2): a record joining
-			// records that stay (an iodef) takes their TTL, so that they
-			// stay exactly as they were.
-			for i, e := range existing {
-				if e.Name == rec.Name && e.Type == rec.Type && !deleting[i] && e.TTL > 0 {
-					rec.TTL = e.TTL
-					break
-				}
-			}
+			rec.TTL = rrsetTTL(rec, existing, deleting)
 		}
 		changes = append(changes, Change{Action: ActionCreate, Zone: zone, Record: rec, Why: w.kind.String() + " of " + w.domain})
 	}
 	return changes, nil
+}
+
+// rrsetTTL is the TTL rec must have to join the records of its name and
+// type that stay: an RRset has one TTL (RFC 2181 section 5.2), and records
+// that stay (an iodef) stay exactly as they were. rec.TTL if none stays.
+func rrsetTTL(rec Record, existing []Record, deleting map[int]bool) time.Duration {
+	for i, e := range existing {
+		if e.Name == rec.Name && e.Type == rec.Type && !deleting[i] && e.TTL > 0 {
+			return e.TTL
+		}
+	}
+	return rec.TTL
 }
 
 // sameIssuer says whether two dns-persist-01 values name the same CA.

@@ -126,6 +126,78 @@ func ChallengeName(domain, delegationZone string) string {
 	return fqdn(ChallengeLabel + "." + base)
 }
 
+// planInputs are PlanConfig's values, checked and normalised.
+type planInputs struct {
+	domains []Domain
+	prefix  string             // TXT_PREFIX or the default
+	gateway string             // "" without a gateway alias
+	txt     string             // routing record value; "" without an app id
+	caa     *dnsread.CAAPolicy // nil without CAA
+	zone    string             // delegation zone; "" without
+}
+
+func parsePlanInputs(cfg PlanConfig) (planInputs, error) {
+	var in planInputs
+	if len(cfg.Domains) == 0 {
+		return planInputs{}, errors.New("DOMAIN: no domain configured (set DOMAIN or DOMAINS, e.g. app.example.com or *.example.com)")
+	}
+	seen := map[string]bool{}
+	for _, s := range cfg.Domains {
+		d, err := ParseDomain(s)
+		if err != nil {
+			return planInputs{}, fmt.Errorf("DOMAIN: %w", err)
+		}
+		if !seen[d.Name] {
+			seen[d.Name] = true
+			in.domains = append(in.domains, d)
+		}
+	}
+	in.prefix = cfg.TXTPrefix
+	if in.prefix == "" {
+		in.prefix = DefaultTXTPrefix
+	}
+	if err := dnsread.CheckLabel(in.prefix, true); err != nil {
+		return planInputs{}, fmt.Errorf("TXT_PREFIX=%q is not one DNS label (%v); the default is %s", cfg.TXTPrefix, err, DefaultTXTPrefix)
+	}
+	if cfg.GatewayDomain != "" {
+		g, err := parseHostname("GATEWAY_DOMAIN", cfg.GatewayDomain, false)
+		if err != nil {
+			return planInputs{}, fmt.Errorf("%w (want the gateway's base name, e.g. _.dstack-prod5.phala.network)", err)
+		}
+		in.gateway = g
+		for _, d := range in.domains {
+			if d.Name == g || d.Base() == g {
+				return planInputs{}, fmt.Errorf("GATEWAY_DOMAIN=%s is one of the served domains: the CNAME would point at itself", g)
+			}
+		}
+	}
+	if cfg.AppID != "" {
+		if err := checkAppID(cfg.AppID); err != nil {
+			return planInputs{}, err
+		}
+		if cfg.Port < 1 || cfg.Port > 65535 {
+			return planInputs{}, fmt.Errorf("PORT: missing or out of range (%d): the routing record %s needs the listen port, 1-65535", cfg.Port, DefaultTXTPrefix)
+		}
+		in.txt = cfg.AppID + ":" + strconv.Itoa(cfg.Port)
+	}
+	if cfg.CAA != nil {
+		pol, err := cfg.CAA.Validate()
+		if err != nil {
+			return planInputs{}, fmt.Errorf("SET_CAA: %w", err)
+		}
+		in.caa = &pol
+	}
+	if cfg.DelegationZone != "" {
+		z, err := parseHostname("DELEGATION_ZONE", cfg.DelegationZone, false)
+		if err != nil {
+			return planInputs{}, err
+		}
+		in.zone = z
+	}
+
+	return in, nil
+}
+
 // NewPlan validates cfg and builds the records of DESIGN.md section 5 for
 // each domain D (wildcard "*.B"):
 //
@@ -137,68 +209,11 @@ func ChallengeName(domain, delegationZone string) string {
 // all with TTL 60. Every error names the setting that is wrong and what it
 // accepts.
 func NewPlan(cfg PlanConfig) (*Plan, error) {
-	if len(cfg.Domains) == 0 {
-		return nil, errors.New("DOMAIN: no domain configured (set DOMAIN or DOMAINS, e.g. app.example.com or *.example.com)")
+	in0, err := parsePlanInputs(cfg)
+	if err != nil {
+		return nil, err
 	}
-	var domains []Domain
-	seen := map[string]bool{}
-	for _, s := range cfg.Domains {
-		d, err := ParseDomain(s)
-		if err != nil {
-			return nil, fmt.Errorf("DOMAIN: %w", err)
-		}
-		if !seen[d.Name] {
-			seen[d.Name] = true
-			domains = append(domains, d)
-		}
-	}
-	prefix := cfg.TXTPrefix
-	if prefix == "" {
-		prefix = DefaultTXTPrefix
-	}
-	if err := dnsread.CheckLabel(prefix, true); err != nil {
-		return nil, fmt.Errorf("TXT_PREFIX=%q is not one DNS label (%v); the default is %s", cfg.TXTPrefix, err, DefaultTXTPrefix)
-	}
-	var gateway string
-	if cfg.GatewayDomain != "" {
-		g, err := parseHostname("GATEWAY_DOMAIN", cfg.GatewayDomain, false)
-		if err != nil {
-			return nil, fmt.Errorf("%w (want the gateway's base name, e.g. _.dstack-prod5.phala.network)", err)
-		}
-		gateway = g
-		for _, d := range domains {
-			if d.Name == g || d.Base() == g {
-				return nil, fmt.Errorf("GATEWAY_DOMAIN=%s is one of the served domains: the CNAME would point at itself", g)
-			}
-		}
-	}
-	var txt string
-	if cfg.AppID != "" {
-		if err := checkAppID(cfg.AppID); err != nil {
-			return nil, err
-		}
-		if cfg.Port < 1 || cfg.Port > 65535 {
-			return nil, fmt.Errorf("PORT: missing or out of range (%d): the routing record %s needs the listen port, 1-65535", cfg.Port, DefaultTXTPrefix)
-		}
-		txt = cfg.AppID + ":" + strconv.Itoa(cfg.Port)
-	}
-	var caa *dnsread.CAAPolicy
-	if cfg.CAA != nil {
-		pol, err := cfg.CAA.Validate()
-		if err != nil {
-			return nil, fmt.Errorf("SET_CAA: %w", err)
-		}
-		caa = &pol
-	}
-	var zone string
-	if cfg.DelegationZone != "" {
-		z, err := parseHostname("DELEGATION_ZONE", cfg.DelegationZone, false)
-		if err != nil {
-			return nil, err
-		}
-		zone = z
-	}
-
+	domains, prefix, gateway, txt, caa, zone := in0.domains, in0.prefix, in0.gateway, in0.txt, in0.caa, in0.zone
 	p := &Plan{delegation: zone}
 	// in maps a served name to where its record lives.
 	in := func(name string) string {

@@ -3,8 +3,10 @@ package dnscaa
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -167,37 +169,37 @@ func (a *route53Adapter) AppendRecords(ctx context.Context, zone string, recs []
 		return out, err
 	}
 	for _, k := range order {
-		values := map[string]bool{}
-		var rrs []r53types.ResourceRecord
-		add := func(r libdns.Record) {
-			v := r53Value(r.RR())
-			if !values[v] {
-				values[v] = true
-				rrs = append(rrs, r53types.ResourceRecord{Value: aws.String(v)})
-			}
-		}
-		for _, r := range have[k] {
-			add(r)
-		}
-		for _, r := range merge[k] {
-			add(r)
-		}
-		ttl := int64(merge[k][0].RR().TTL.Seconds())
-		_, err := a.api.ChangeResourceRecordSets(ctx, &r53.ChangeResourceRecordSetsInput{
-			HostedZoneId: aws.String(zoneID),
-			ChangeBatch: &r53types.ChangeBatch{Changes: []r53types.Change{{
-				Action: r53types.ChangeActionUpsert,
-				ResourceRecordSet: &r53types.ResourceRecordSet{
-					Name: aws.String(k.name), Type: r53types.RRType(k.typ), TTL: aws.Int64(ttl), ResourceRecords: rrs,
-				},
-			}}},
-		})
+		err := a.upsert(ctx, zoneID, k.name, k.typ, append(slices.Clone(have[k]), merge[k]...), merge[k][0].RR().TTL)
 		if err != nil {
 			return out, fmt.Errorf("adding to the %s record set at %s: %w", k.typ, k.name, err)
 		}
 		out = append(out, merge[k]...)
 	}
 	return out, nil
+}
+
+// upsert replaces the record set of name and type with recs' values (each
+// once) at ttl.
+func (a *route53Adapter) upsert(ctx context.Context, zoneID, name, typ string, recs []libdns.Record, ttl time.Duration) error {
+	values := map[string]bool{}
+	var rrs []r53types.ResourceRecord
+	for _, r := range recs {
+		v := r53Value(r.RR())
+		if !values[v] {
+			values[v] = true
+			rrs = append(rrs, r53types.ResourceRecord{Value: aws.String(v)})
+		}
+	}
+	_, err := a.api.ChangeResourceRecordSets(ctx, &r53.ChangeResourceRecordSetsInput{
+		HostedZoneId: aws.String(zoneID),
+		ChangeBatch: &r53types.ChangeBatch{Changes: []r53types.Change{{
+			Action: r53types.ChangeActionUpsert,
+			ResourceRecordSet: &r53types.ResourceRecordSet{
+				Name: aws.String(name), Type: r53types.RRType(typ), TTL: aws.Int64(int64(ttl.Seconds())), ResourceRecords: rrs,
+			},
+		}}},
+	})
+	return err
 }
 
 func (a *route53Adapter) zoneID(ctx context.Context, zone string) (string, error) {

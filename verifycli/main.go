@@ -255,13 +255,34 @@ func printError(w io.Writer, err error) {
 
 // parseArgs reads the command, its one argument and the flags, which may
 // come anywhere on the line.
+// seeHelp ends every usage error.
+const seeHelp = "run verifycli -h for the commands and flags"
+
+// rawFlags are the flags parsed into options by checkValues.
+type rawFlags struct{ methods, appID, composeHash, reportData string }
+
 func parseArgs(args []string) (*options, string, string, error) {
-	o := &options{}
+	o, r := &options{}, &rawFlags{}
+	fs := newFlagSet(o, r)
+	positional, set, err := parseFlags(fs, args)
+	if err != nil {
+		return nil, "", "", err
+	}
+	cmd, err := checkCommand(positional, set)
+	if err != nil {
+		return nil, "", "", err
+	}
+	if err := o.checkValues(r); err != nil {
+		return nil, "", "", err
+	}
+	return o, cmd, positional[1], nil
+}
+
+// newFlagSet declares every flag of every command.
+func newFlagSet(o *options, r *rawFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet("verifycli", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	var methods, appID, composeHash, reportData string
-	noCT := false
 	fs.BoolVar(&o.json, "json", false, "")
 	fs.BoolVar(&o.strict, "strict", false, "")
 	fs.BoolVar(&o.collateral, "collateral", false, "")
@@ -273,22 +294,27 @@ func parseArgs(args []string) (*options, string, string, error) {
 	fs.StringVar(&o.resolver, "resolver", "", "")
 	fs.StringVar(&o.ctURL, "ct-url", defaultCTURL, "")
 	fs.StringVar(&o.caaIssuer, "caa-issuer", "", "")
-	fs.StringVar(&methods, "validation-methods", "dns-01", "")
-	fs.StringVar(&appID, "app-id", "", "")
-	fs.StringVar(&composeHash, "compose-hash", "", "")
+	fs.StringVar(&r.methods, "validation-methods", "dns-01", "")
+	fs.StringVar(&r.appID, "app-id", "", "")
+	fs.StringVar(&r.composeHash, "compose-hash", "", "")
 	fs.StringVar(&o.composeFile, "compose", "", "")
-	fs.StringVar(&reportData, "report-data", "", "")
+	fs.StringVar(&r.reportData, "report-data", "", "")
 	fs.StringVar(&o.tokenFile, "token-file", "", "")
 	fs.DurationVar(&o.maxAge, "max-age", 10*time.Minute, "")
 
-	const seeHelp = "run verifycli -h for the commands and flags"
+	return fs
+}
+
+// parseFlags parses flags anywhere among the arguments (before "--") and
+// returns the positional arguments and the flags set.
+func parseFlags(fs *flag.FlagSet, args []string) ([]string, map[string]bool, error) {
 	var positional []string
 	set := map[string]bool{}
 	rest := args
 	for {
 		if err := fs.Parse(rest); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				return nil, "", "", err
+				return nil, nil, err
 			}
 			msg := err.Error()
 			if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
@@ -297,7 +323,7 @@ func parseArgs(args []string) (*options, string, string, error) {
 				// The flag package names flags with one dash; the usage text uses two.
 				msg = strings.NewReplacer("flag -", "flag --", "for -", "for --", "argument: -", "argument: --").Replace(msg)
 			}
-			return nil, "", "", usageErr(seeHelp, "%s", msg)
+			return nil, nil, usageErr(seeHelp, "%s", msg)
 		}
 		rest = fs.Args()
 		if len(rest) == 0 {
@@ -311,22 +337,27 @@ func parseArgs(args []string) (*options, string, string, error) {
 		rest = rest[1:]
 	}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return positional, set, nil
+}
 
+// checkCommand checks the command, its one argument and that every flag set
+// applies to it.
+func checkCommand(positional []string, set map[string]bool) (string, error) {
 	if len(positional) == 0 {
-		return nil, "", "", usageErr(seeHelp, "no command given; want one of domain, gateway, tls, bundle, quote, webhook")
+		return "", usageErr(seeHelp, "no command given; want one of domain, gateway, tls, bundle, quote, webhook")
 	}
 	cmd := positional[0]
 	spec, ok := commands[cmd]
 	if !ok {
-		return nil, "", "", usageErr(seeHelp, "unknown command %q; want one of domain, gateway, tls, bundle, quote, webhook", cmd)
+		return "", usageErr(seeHelp, "unknown command %q; want one of domain, gateway, tls, bundle, quote, webhook", cmd)
 	}
 	what := map[string]string{"domain": "https://DOMAIN", "gateway": "https://gateway.BASE", "tls": "https://HOST:PORT", "bundle": "DIR", "quote": "FILE", "webhook": "FILE"}[cmd]
 	switch len(positional) {
 	case 1:
-		return nil, "", "", usageErr(seeHelp, "%s needs one argument: verifycli %s %s", cmd, cmd, what)
+		return "", usageErr(seeHelp, "%s needs one argument: verifycli %s %s", cmd, cmd, what)
 	case 2:
 	default:
-		return nil, "", "", usageErr(seeHelp, "%s takes one argument (%s), got %d: %s", cmd, what, len(positional)-1, strings.Join(positional[1:], " "))
+		return "", usageErr(seeHelp, "%s takes one argument (%s), got %d: %s", cmd, what, len(positional)-1, strings.Join(positional[1:], " "))
 	}
 	allowed := map[string]bool{}
 	for _, f := range spec.flags {
@@ -334,64 +365,70 @@ func parseArgs(args []string) (*options, string, string, error) {
 	}
 	for name := range set {
 		if !commonFlags[name] && !allowed[name] {
-			return nil, "", "", usageErr(seeHelp, "--%s does not apply to %s", name, cmd)
+			return "", usageErr(seeHelp, "--%s does not apply to %s", name, cmd)
 		}
 	}
 
+	return cmd, nil
+}
+
+// checkValues checks the flags' values and fills in the parsed ones.
+func (o *options) checkValues(r *rawFlags) error {
 	if o.deadline <= 0 {
-		return nil, "", "", usageErr("give a positive duration such as 1m or 5m", "--deadline %s must be positive", o.deadline)
+		return usageErr("give a positive duration such as 1m or 5m", "--deadline %s must be positive", o.deadline)
 	}
 	if o.timeout <= 0 {
-		return nil, "", "", usageErr("give a positive duration such as 30s or 2m", "--timeout %s must be positive", o.timeout)
+		return usageErr("give a positive duration such as 30s or 2m", "--timeout %s must be positive", o.timeout)
 	}
 	if o.connect != "" {
 		if _, port, err := net.SplitHostPort(o.connect); err != nil || port == "" {
-			return nil, "", "", usageErr("give host:port, such as 127.0.0.1:8443 or [::1]:443", "--connect %q is not host:port", o.connect)
+			return usageErr("give host:port, such as 127.0.0.1:8443 or [::1]:443", "--connect %q is not host:port", o.connect)
 		}
 	}
 	if o.resolver != "" {
 		if _, port, err := net.SplitHostPort(o.resolver); err != nil || port == "" {
-			return nil, "", "", usageErr("give host:port, such as 127.0.0.1:53", "--resolver %q is not host:port", o.resolver)
+			return usageErr("give host:port, such as 127.0.0.1:53", "--resolver %q is not host:port", o.resolver)
 		}
 	}
+	noCT := false
 	if strings.EqualFold(o.ctURL, "off") {
 		o.ctURL, noCT = "", true
 	}
 	if !noCT {
 		u, err := url.Parse(o.ctURL)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			return nil, "", "", usageErr("give the API's base URL, such as https://crt.sh/, or off", "--ct-url %q is not an http(s) URL", o.ctURL)
+			return usageErr("give the API's base URL, such as https://crt.sh/, or off", "--ct-url %q is not an http(s) URL", o.ctURL)
 		}
 	}
-	for _, m := range strings.Split(methods, ",") {
+	for _, m := range strings.Split(r.methods, ",") {
 		m = strings.ToLower(strings.TrimSpace(m))
 		switch m {
 		case "dns-01", "http-01", "tls-alpn-01", "dns-persist-01":
 			o.methods = append(o.methods, m)
 		default:
-			return nil, "", "", usageErr("accepted methods: dns-01, http-01, tls-alpn-01, dns-persist-01, comma-separated", "--validation-methods: unknown method %q", m)
+			return usageErr("accepted methods: dns-01, http-01, tls-alpn-01, dns-persist-01, comma-separated", "--validation-methods: unknown method %q", m)
 		}
 	}
 	if o.caaIssuer != "" && strings.ContainsAny(o.caaIssuer, " ;=/") {
-		return nil, "", "", usageErr("give the issuer domain alone, such as letsencrypt.org", "--caa-issuer %q is not a domain name", o.caaIssuer)
+		return usageErr("give the issuer domain alone, such as letsencrypt.org", "--caa-issuer %q is not a domain name", o.caaIssuer)
 	}
 	var err error
-	if o.appID, err = hexFlag("app-id", appID, 20); err != nil {
-		return nil, "", "", err
+	if o.appID, err = hexFlag("app-id", r.appID, 20); err != nil {
+		return err
 	}
-	if o.composeHash, err = hexFlag("compose-hash", composeHash, 32); err != nil {
-		return nil, "", "", err
+	if o.composeHash, err = hexFlag("compose-hash", r.composeHash, 32); err != nil {
+		return err
 	}
-	if reportData != "" {
-		s := strings.TrimPrefix(strings.ToLower(reportData), "0x")
+	if r.reportData != "" {
+		s := strings.TrimPrefix(strings.ToLower(r.reportData), "0x")
 		b, err := hex.DecodeString(s)
 		if err != nil || len(b) == 0 || len(b) > 64 {
-			return nil, "", "", usageErr("give 1 to 64 bytes in hex; shorter values are right-padded with zeros, as the guest agent does", "--report-data is not 1 to 64 bytes of hex")
+			return usageErr("give 1 to 64 bytes in hex; shorter values are right-padded with zeros, as the guest agent does", "--report-data is not 1 to 64 bytes of hex")
 		}
 		o.reportData = make([]byte, 64)
 		copy(o.reportData, b)
 	}
-	return o, cmd, positional[1], nil
+	return nil
 }
 
 // hexFlag checks a hex flag of exactly n bytes (an optional 0x prefix and

@@ -478,13 +478,9 @@ func bad(src, val, want string) error {
 	return configErrorf("%s=%q is not valid: want %s", src, val, want)
 }
 
-// parseConfig resolves and validates every setting. It does no network I/O
-// and writes nothing: bad input is reported before anything touches DNS, ACME
-// or the disk. A *configError (or errHelp) is bad usage: exit status 2 (0).
-func parseConfig(args []string, lookup func(string) (string, bool)) (*Config, error) {
-	if lookup == nil {
-		lookup = func(string) (string, bool) { return "", false }
-	}
+// newFlagSet declares every option with a flag, and indexes all of them by
+// flag or variable name for settings.get.
+func newFlagSet(lookup func(string) (string, bool)) (*flag.FlagSet, *settings) {
 	fs := flag.NewFlagSet("ingress", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
@@ -503,6 +499,17 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*Config, er
 			s.byName[name] = o
 		}
 	}
+	return fs, s
+}
+
+// parseConfig resolves and validates every setting. It does no network I/O
+// and writes nothing: bad input is reported before anything touches DNS, ACME
+// or the disk. A *configError (or errHelp) is bad usage: exit status 2 (0).
+func parseConfig(args []string, lookup func(string) (string, bool)) (*Config, error) {
+	if lookup == nil {
+		lookup = func(string) (string, bool) { return "", false }
+	}
+	fs, s := newFlagSet(lookup)
 	help := fs.Bool("help", false, "")
 	fs.BoolVar(help, "h", false, "")
 	if err := fs.Parse(args); err != nil {
@@ -667,20 +674,8 @@ func parseProxy(s *settings, c *Config) error {
 			return configErrorf("ROUTING_MAP entry %s=%s is a tcp:// backend but PROXY_MODE is http: use http://, h2c:// or grpc://, or PROXY_MODE=tcp", r.Host, r.Target.String())
 		}
 	}
-	if v, src := s.get("alpn"); v != "" {
-		for _, p := range strings.Split(v, ",") {
-			p = strings.TrimSpace(p)
-			if p == "" || len(p) > 255 || strings.ContainsAny(p, " \t") {
-				return bad(src, v, "a comma-separated list of protocol names like h2,http/1.1")
-			}
-			if p == proxy.ALPNChallenge {
-				return bad(src, v, "protocols other than acme-tls/1 (that one is reserved for tls-alpn-01)")
-			}
-			if m == proxy.ModeHTTP && p != "h2" && p != "http/1.1" {
-				return bad(src, v, "h2 and/or http/1.1 in http mode (PROXY_MODE=http speaks only those)")
-			}
-			c.ALPN = append(c.ALPN, p)
-		}
+	if err := parseALPN(s, c); err != nil {
+		return err
 	}
 	if c.ProxyProtocol, err = s.boolean("proxy-protocol"); err != nil {
 		return err
@@ -695,6 +690,32 @@ func parseProxy(s *settings, c *Config) error {
 	if c.AccessLog, err = s.boolean("access-log"); err != nil {
 		return err
 	}
+	return parseLimits(s, c)
+}
+
+// parseALPN reads the protocols offered to clients.
+func parseALPN(s *settings, c *Config) error {
+	if v, src := s.get("alpn"); v != "" {
+		for _, p := range strings.Split(v, ",") {
+			p = strings.TrimSpace(p)
+			if p == "" || len(p) > 255 || strings.ContainsAny(p, " \t") {
+				return bad(src, v, "a comma-separated list of protocol names like h2,http/1.1")
+			}
+			if p == proxy.ALPNChallenge {
+				return bad(src, v, "protocols other than acme-tls/1 (that one is reserved for tls-alpn-01)")
+			}
+			if c.Mode == proxy.ModeHTTP && p != "h2" && p != "http/1.1" {
+				return bad(src, v, "h2 and/or http/1.1 in http mode (PROXY_MODE=http speaks only those)")
+			}
+			c.ALPN = append(c.ALPN, p)
+		}
+	}
+	return nil
+}
+
+// parseLimits reads the connection limit and the timeouts.
+func parseLimits(s *settings, c *Config) error {
+	var err error
 	mc, src := s.get("maxconn")
 	if c.MaxConns, err = strconv.Atoi(mc); err != nil || c.MaxConns < 1 {
 		return bad(src, mc, "a whole number of connections of at least 1, e.g. 4096")

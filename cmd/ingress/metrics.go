@@ -231,6 +231,16 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descPublished, float64(d.published.Unix()))
 	}
 	d.mu.Unlock()
+	c.collectStore(ch)
+	c.collectProxy(ch)
+}
+
+// collectStore reports the shared store's counters (replicas only).
+func (c stateCollector) collectStore(ch chan<- prometheus.Metric) {
+	d := c.d
+	counter := func(desc *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, v, labels...)
+	}
 	if d.shared != nil {
 		if cs := d.shared.opened(); cs != nil {
 			st := cs.Stats()
@@ -239,6 +249,17 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(descStoreCalls, float64(st.Calls))
 			counter(descStoreSeconds, st.CallTime.Seconds())
 		}
+	}
+}
+
+// collectProxy reports the proxy's counters once it serves.
+func (c stateCollector) collectProxy(ch chan<- prometheus.Metric) {
+	d := c.d
+	gauge := func(desc *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(desc *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, v, labels...)
 	}
 	if d.srv == nil {
 		return

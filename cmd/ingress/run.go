@@ -180,41 +180,19 @@ func runDaemon(ctx context.Context, cfg *Config, log *slog.Logger, env environme
 	}
 	d.addr = ln.Addr().(*net.TCPAddr)
 
-	pc := proxy.Config{
-		Certs: &d.store, Challenges: &d.store, Mode: cfg.Mode, Default: cfg.Default, Routes: cfg.Routes,
-		ALPN: cfg.ALPN, ProxyProtocol: cfg.ProxyProtocol, MaxConns: cfg.MaxConns, KeepUnderscoreHeaders: cfg.KeepUnderscoreHeaders,
-		AccessLog:      cfg.AccessLog,
-		ConnectTimeout: cfg.ConnectTimeout, ClientTimeout: cfg.ClientTimeout, ServerTimeout: cfg.ServerTimeout,
-		Logger: log.With("component", "proxy"),
-	}
-	switch {
-	case cfg.CertSource == sourceACME && cfg.EvidenceServer:
-		pc.Evidence = &d.evidenceHandler
-	case cfg.CertSource == sourceSelfSigned:
-		// GET /attestation is answered in-process, in tcp mode too.
-		pc.Evidence, pc.LocalPaths = &d.attestation, []string{evidence.AttestationPath}
-	}
-	srv, err := proxy.New(pc)
+	srv, err := proxy.New(d.proxyConfig())
 	if err != nil {
 		ln.Close()
 		log.Error("cannot start the proxy", "err", err)
 		return 1
 	}
 	d.srv = srv
-	var msrv *http.Server
-	mserved := make(chan error, 1)
-	if cfg.MetricsListen != "" {
-		mln, err := net.Listen("tcp", cfg.MetricsListen)
-		if err != nil {
-			ln.Close()
-			srv.Shutdown(context.Background())
-			log.Error("cannot listen for metrics (check --metrics-listen / METRICS_LISTEN)", "addr", cfg.MetricsListen, "err", err)
-			return 1
-		}
-		msrv = &http.Server{Handler: d.met.handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-			WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
-		log.Info("metrics listening", "addr", mln.Addr().String())
-		go func() { mserved <- msrv.Serve(mln) }()
+	msrv, mserved, err := d.serveMetrics()
+	if err != nil {
+		ln.Close()
+		srv.Shutdown(context.Background())
+		log.Error("cannot listen for metrics (check --metrics-listen / METRICS_LISTEN)", "addr", cfg.MetricsListen, "err", err)
+		return 1
 	}
 
 	served := make(chan error, 1)
@@ -224,16 +202,7 @@ func runDaemon(ctx context.Context, cfg *Config, log *slog.Logger, env environme
 
 	pctx, stopProvisioning := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { d.reloadLoop(pctx) })
-	switch cfg.CertSource {
-	case sourceStatic:
-		d.changed()
-	case sourceSelfSigned:
-		wg.Go(func() { d.retry(pctx, stepAgent, d.identifySelfSigned) })
-	case sourceACME:
-		wg.Go(func() { d.evidenceLoop(pctx) })
-		wg.Go(func() { d.provision(pctx) })
-	}
+	d.startLifecycle(pctx, &wg)
 
 	code = 0
 	select {
@@ -253,24 +222,83 @@ func runDaemon(ctx context.Context, cfg *Config, log *slog.Logger, env environme
 	if code == 0 {
 		<-served
 	}
-	// The lifecycle goroutines stop at once, except inside a CA or DNS call
-	// already under way (lego's calls take no context); those are bounded by
-	// their own timeouts, and waited for five seconds at most here.
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
 	wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer wcancel()
-	select {
-	case <-done:
-	case <-wctx.Done():
-		log.Warn("a certificate or DNS operation is still in flight at exit; it is abandoned")
-	}
+	waitLifecycle(wctx, &wg, log)
 	if msrv != nil {
 		msrv.Shutdown(wctx)
 		<-mserved
 	}
 	log.Info("stopped")
 	return code
+}
+
+// startLifecycle starts the goroutines that keep the certificates and
+// evidence current; wg owns them.
+func (d *daemon) startLifecycle(pctx context.Context, wg *sync.WaitGroup) {
+	wg.Go(func() { d.reloadLoop(pctx) })
+	switch d.cfg.CertSource {
+	case sourceStatic:
+		d.changed()
+	case sourceSelfSigned:
+		wg.Go(func() { d.retry(pctx, stepAgent, d.identifySelfSigned) })
+	case sourceACME:
+		wg.Go(func() { d.evidenceLoop(pctx) })
+		wg.Go(func() { d.provision(pctx) })
+	}
+}
+
+// proxyConfig is the proxy's configuration: the daemon's certificates,
+// challenges and evidence, and the operator's settings.
+func (d *daemon) proxyConfig() proxy.Config {
+	cfg, log := d.cfg, d.log
+	pc := proxy.Config{
+		Certs: &d.store, Challenges: &d.store, Mode: cfg.Mode, Default: cfg.Default, Routes: cfg.Routes,
+		ALPN: cfg.ALPN, ProxyProtocol: cfg.ProxyProtocol, MaxConns: cfg.MaxConns, KeepUnderscoreHeaders: cfg.KeepUnderscoreHeaders,
+		AccessLog:      cfg.AccessLog,
+		ConnectTimeout: cfg.ConnectTimeout, ClientTimeout: cfg.ClientTimeout, ServerTimeout: cfg.ServerTimeout,
+		Logger: log.With("component", "proxy"),
+	}
+	switch {
+	case cfg.CertSource == sourceACME && cfg.EvidenceServer:
+		pc.Evidence = &d.evidenceHandler
+	case cfg.CertSource == sourceSelfSigned:
+		// GET /attestation is answered in-process, in tcp mode too.
+		pc.Evidence, pc.LocalPaths = &d.attestation, []string{evidence.AttestationPath}
+	}
+	return pc
+}
+
+// serveMetrics serves /metrics, /healthz and /readyz on METRICS_LISTEN, if
+// set; served receives Serve's result.
+func (d *daemon) serveMetrics() (msrv *http.Server, served chan error, err error) {
+	served = make(chan error, 1)
+	if d.cfg.MetricsListen == "" {
+		return nil, served, nil
+	}
+	mln, err := net.Listen("tcp", d.cfg.MetricsListen)
+	if err != nil {
+		return nil, nil, err
+	}
+	msrv = &http.Server{Handler: d.met.handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute, ErrorLog: slog.NewLogLogger(d.log.Handler(), slog.LevelDebug)}
+	d.log.Info("metrics listening", "addr", mln.Addr().String())
+	go func() { served <- msrv.Serve(mln) }()
+	return msrv, served, nil
+}
+
+// waitLifecycle waits for the certificate goroutines until ctx ends.
+func waitLifecycle(ctx context.Context, wg *sync.WaitGroup, log *slog.Logger) {
+	// The lifecycle goroutines stop at once, except inside a CA or DNS call
+	// already under way (lego's calls take no context); those are bounded by
+	// their own timeouts, and waited for five seconds at most here.
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		log.Warn("a certificate or DNS operation is still in flight at exit; it is abandoned")
+	}
 }
 
 // lockDirs takes the state and evidence directories for this process, so a
@@ -357,30 +385,12 @@ func (d *daemon) prepare() error {
 		}
 		d.dns = p
 	}
-	var solver challenge.Provider
-	var dnsOpts []dns01.ChallengeOption
-	var caa acme.CAAPinner
 	resolver := d.resolver()
-	switch cfg.Challenge {
-	case acme.TLSALPN01:
-		solver = &alpnSolver{store: &d.store}
-	case acme.DNS01:
-		opts := dnscaa.ChallengeOptions{Zone: cfg.DNSZone, DelegationZone: cfg.DelegationZone, Resolver: resolver,
-			CheckServers: cfg.DNSResolvers, Logger: d.log.With("component", "dns-01")}
-		cp, err := dnscaa.NewChallengeProvider(d.dns, opts)
-		if err != nil {
-			return fmt.Errorf("dns-01 solver: %w", err)
-		}
-		solver = cp
-		// The provider waits for propagation itself; lego's own check
-		// would dial port 53 of the authoritative servers.
-		dnsOpts = append(dnsOpts, dns01.WrapPreCheck(func(string, string, string, dns01.PreCheckFunc) (bool, error) { return true, nil }))
-		if len(cfg.DNSResolvers) > 0 {
-			// lego looks up the CNAME of _acme-challenge through its
-			// package-wide resolvers.
-			dnsOpts = append(dnsOpts, dns01.AddRecursiveNameservers(cfg.DNSResolvers))
-		}
+	solver, dnsOpts, err := d.solver(resolver)
+	if err != nil {
+		return err
 	}
+	var caa acme.CAAPinner
 	if cfg.SetCAA && d.dns != nil {
 		caa = &lockedPinner{mu: &d.dnsMu, p: &dnscaa.Pinner{Provider: d.dns, DelegationZone: cfg.DelegationZone,
 			Apply: dnscaa.ApplyOptions{Zone: cfg.DNSZone, Resolver: resolver, Logger: d.log.With("component", "dns")}}}
@@ -395,12 +405,13 @@ func (d *daemon) prepare() error {
 		}
 		base = tr
 	}
+	var m *acme.Manager
 	var shared acme.SharedStore // a nil *sharedStore would not be a nil interface
 	if cfg.Cluster.Enabled() {
 		d.shared = newSharedStore()
 		shared = d.shared
 	}
-	m, err := acme.New(acme.Config{
+	m, err = acme.New(acme.Config{
 		DirectoryURL: cfg.Directory, Email: cfg.Email, EAB: cfg.EAB, Keys: keys, StateDir: cfg.StateDir,
 		HTTPClient: &http.Client{Timeout: 30 * time.Second, Transport: d.met.acmeTransport(base)},
 		Challenge:  cfg.Challenge, Solver: solver, DNS01Options: dnsOpts, CAA: caa, Resolver: resolver,
@@ -412,6 +423,35 @@ func (d *daemon) prepare() error {
 	}
 	d.mgr = m
 	return nil
+}
+
+// solver is the challenge solver of CHALLENGE_TYPE, with lego's options for
+// dns-01 (nil for dns-persist-01: acme solves that itself).
+func (d *daemon) solver(resolver *dnsread.Resolver) (challenge.Provider, []dns01.ChallengeOption, error) {
+	cfg := d.cfg
+	var solver challenge.Provider
+	var dnsOpts []dns01.ChallengeOption
+	switch cfg.Challenge {
+	case acme.TLSALPN01:
+		solver = &alpnSolver{store: &d.store}
+	case acme.DNS01:
+		opts := dnscaa.ChallengeOptions{Zone: cfg.DNSZone, DelegationZone: cfg.DelegationZone, Resolver: resolver,
+			CheckServers: cfg.DNSResolvers, Logger: d.log.With("component", "dns-01")}
+		cp, err := dnscaa.NewChallengeProvider(d.dns, opts)
+		if err != nil {
+			return nil, nil, fmt.Errorf("dns-01 solver: %w", err)
+		}
+		solver = cp
+		// The provider waits for propagation itself; lego's own check
+		// would dial port 53 of the authoritative servers.
+		dnsOpts = append(dnsOpts, dns01.WrapPreCheck(func(string, string, string, dns01.PreCheckFunc) (bool, error) { return true, nil }))
+		if len(cfg.DNSResolvers) > 0 {
+			// lego looks up the CNAME of _acme-challenge through its
+			// package-wide resolvers.
+			dnsOpts = append(dnsOpts, dns01.AddRecursiveNameservers(cfg.DNSResolvers))
+		}
+	}
+	return solver, dnsOpts, nil
 }
 
 func (d *daemon) resolver() *dnsread.Resolver {

@@ -23,11 +23,11 @@ var longFuncs = map[string]string{
 	// incremental parser are state machines whose steps share locals on the
 	// hot path (splitting them cost allocations when measured); they move
 	// with the proxy core/fast-path split (issue 13).
-	"proxy/h1.go:(*h1Conn).exchange":            "fast path state machine",
-	"proxy/h1parse.go:parseRequestHead":         "fast path parser",
-	"proxy/h1parse.go:(*chunkedReader).feed":    "fast path parser",
-	"internal/cfemu/records.go:build": "test stand-in: one switch over Cloudflare record types",
-	"internal/dnsserver/handler.go:(*Server).answer":      "test stand-in: one switch over query types",
+	"proxy/h1.go:(*h1Conn).exchange":                 "fast path state machine",
+	"proxy/h1parse.go:parseRequestHead":              "fast path parser",
+	"proxy/h1parse.go:(*chunkedReader).feed":         "fast path parser",
+	"internal/cfemu/records.go:build":                "test stand-in: one switch over Cloudflare record types",
+	"internal/dnsserver/handler.go:(*Server).answer": "test stand-in: one switch over query types",
 }
 
 // TestFunctionLength: no function in non-test code is longer than
