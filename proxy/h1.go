@@ -395,67 +395,15 @@ func (h *h1Conn) exchange(req *h1Request, bc *backConn, wire, rb []byte) (keep, 
 		return false, false, err
 	}
 	bc.SetReadDeadline(time.Now().Add(s.cfg.ServerTimeout))
-
-	// The response head, after any 1xx responses, which are passed on.
-	have := 0
-	var resp h1Response
-	var n int
-	for {
-		for {
-			if n = headEnd(rb[:have]); n >= 0 {
-				break
-			}
-			if have == len(rb) {
-				return false, sent, errors.New("the backend's response head is larger than 64 KiB")
-			}
-			m, err := bc.Read(rb[have:])
-			have += m
-			if err != nil && m == 0 {
-				if have == 0 && !sent && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)) {
-					err = errNoResponse
-				}
-				return false, sent, err
-			}
-		}
-		var ok bool
-		resp, ok = parseResponseHead(rb[:n], h.respHdrs)
-		h.respHdrs = resp.headers[:0]
-		if !ok {
-			return false, sent, errors.New("malformed response head from the backend")
-		}
-		if resp.status == 101 {
-			return false, sent, errors.New("the backend switched protocols unasked")
-		}
-		if resp.status >= 200 {
-			break
-		}
-		// 1xx (100, 103): forwarded, then the real response follows.
-		if err := h.writeClient(h.appendHead(nil, &resp, false)); err != nil {
-			return false, true, errClientWrite
-		}
-		sent = true
-		have = copy(rb, rb[n:have])
+	resp, n, have, sent, err := h.readResponseHead(bc, rb)
+	if err != nil {
+		return false, sent, err
 	}
-
-	// Framing of the body.
-	bodyKnown := true
-	remain := int64(0) // Content-Length bytes still to come
-	var ch *chunkedReader
-	closeClient := req.close || h.quitting()
-	switch {
-	case noBody(req.method, resp.status):
-	case resp.chunked:
-		ch = &chunkedReader{}
-	case resp.contentLength >= 0:
-		remain = resp.contentLength
-	default:
-		bodyKnown = false // until the backend closes
-		closeClient = true
-	}
+	body, closeClient := responseBody(req, &resp, req.close || h.quitting())
 
 	// Head and the body bytes that came with it, in one write.
 	initial := rb[n:have]
-	bodyPart, payload, done, err := h.frame(initial, ch, &remain, bodyKnown)
+	bodyPart, payload, done, err := h.frame(initial, body.ch, &body.remain, body.known)
 	if err != nil {
 		return false, sent, err
 	}
@@ -471,32 +419,117 @@ func (h *h1Conn) exchange(req *h1Request, bc *backConn, wire, rb []byte) (keep, 
 	if werr != nil {
 		return false, true, errClientWrite
 	}
-	sent = true
 	s.stats.toClients.Add(uint64(payload))
 	h.status, h.sent = resp.status, payload
+	if !done {
+		more, err := h.copyBody(bc, rb, &body)
+		if err != nil {
+			return false, true, err
+		}
+		extra = extra || more
+	}
+	if body.known && !resp.close && !extra {
+		h.f.pool.put(bc)
+	} else {
+		bc.Close()
+	}
+	return !closeClient, true, nil
+}
 
+// readResponseHead reads the response head into rb, passing any 1xx
+// responses on to the client (sent then says so). The head is rb[:n]; the
+// bytes after it up to rb[:have] are the start of the body.
+func (h *h1Conn) readResponseHead(bc *backConn, rb []byte) (resp h1Response, n, have int, sent bool, err error) {
+	for {
+		for {
+			if n = headEnd(rb[:have]); n >= 0 {
+				break
+			}
+			if have == len(rb) {
+				return resp, 0, 0, sent, errors.New("the backend's response head is larger than 64 KiB")
+			}
+			m, err := bc.Read(rb[have:])
+			have += m
+			if err != nil && m == 0 {
+				if have == 0 && !sent && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)) {
+					err = errNoResponse
+				}
+				return resp, 0, 0, sent, err
+			}
+		}
+		var ok bool
+		resp, ok = parseResponseHead(rb[:n], h.respHdrs)
+		h.respHdrs = resp.headers[:0]
+		if !ok {
+			return resp, 0, 0, sent, errors.New("malformed response head from the backend")
+		}
+		if resp.status == 101 {
+			return resp, 0, 0, sent, errors.New("the backend switched protocols unasked")
+		}
+		if resp.status >= 200 {
+			return resp, n, have, sent, nil
+		}
+		// 1xx (100, 103): forwarded, then the real response follows.
+		if err := h.writeClient(h.appendHead(nil, &resp, false)); err != nil {
+			return resp, 0, 0, true, errClientWrite
+		}
+		sent = true
+		have = copy(rb, rb[n:have])
+	}
+}
+
+// bodyState is how a response body ends and how much of it is left.
+type bodyState struct {
+	known  bool           // false: the body ends when the backend closes
+	remain int64          // Content-Length bytes still to come
+	ch     *chunkedReader // non-nil for a chunked body
+}
+
+// responseBody is the framing of resp's body, and whether the client
+// connection closes after it (closeClient, or a body only a close ends).
+func responseBody(req *h1Request, resp *h1Response, closeClient bool) (bodyState, bool) {
+	b := bodyState{known: true}
+	switch {
+	case noBody(req.method, resp.status):
+	case resp.chunked:
+		b.ch = &chunkedReader{}
+	case resp.contentLength >= 0:
+		b.remain = resp.contentLength
+	default:
+		b.known = false
+		closeClient = true
+	}
+	return b, closeClient
+}
+
+// copyBody copies the rest of the body from bc to the client. extra reports
+// bytes after the body: the backend connection is then not reusable.
+func (h *h1Conn) copyBody(bc *backConn, rb []byte, body *bodyState) (extra bool, err error) {
+	s := h.s
 	lastRead := monotime()
-	for !done {
+	for {
 		m, err := bc.Read(rb)
 		if m > 0 {
 			lastRead = monotime()
-			part, payload, d, ferr := h.frame(rb[:m], ch, &remain, bodyKnown)
+			part, payload, done, ferr := h.frame(rb[:m], body.ch, &body.remain, body.known)
 			if ferr != nil {
-				return false, true, ferr
+				return extra, ferr
 			}
 			if len(part) > 0 {
 				if h.writeClient(part) != nil {
-					return false, true, errClientWrite
+					return extra, errClientWrite
 				}
 				s.stats.toClients.Add(uint64(payload))
 				h.sent += payload
 			}
 			extra = extra || len(part) < m
-			done = d
+			if done {
+				return extra, nil
+			}
 			continue
 		}
-		if err == io.EOF && !bodyKnown {
-			break // the end of a body delimited by the close
+		if err == io.EOF && !body.known {
+			return extra, nil // the end of a body delimited by the close
 		}
 		if isTimeout(err) {
 			idle := time.Duration(monotime() - lastRead)
@@ -508,14 +541,8 @@ func (h *h1Conn) exchange(req *h1Request, bc *backConn, wire, rb []byte) (keep, 
 		if err == nil {
 			err = io.ErrUnexpectedEOF
 		}
-		return false, true, err
+		return extra, err
 	}
-	if bodyKnown && !resp.close && !extra {
-		h.f.pool.put(bc)
-	} else {
-		bc.Close()
-	}
-	return !closeClient, true, nil
 }
 
 // frame returns the part of p that belongs to the body, how many bytes of

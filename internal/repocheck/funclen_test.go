@@ -19,15 +19,14 @@ const maxFuncLines = 80
 // list may only shrink: a new long function fails the test, and so does an
 // entry that is no longer long (remove it).
 var longFuncs = map[string]string{
-	// The HTTP/1.1 fast path: one request-response exchange and the
-	// incremental parser are state machines whose steps share locals on the
-	// hot path (splitting them cost allocations when measured); they move
-	// with the proxy core/fast-path split (issue 13).
-	"proxy/h1.go:(*h1Conn).exchange":                 "fast path state machine",
-	"proxy/h1parse.go:parseRequestHead":              "fast path parser",
-	"proxy/h1parse.go:(*chunkedReader).feed":         "fast path parser",
-	"internal/cfemu/records.go:build":                "test stand-in: one switch over Cloudflare record types",
-	"internal/dnsserver/handler.go:(*Server).answer": "test stand-in: one switch over query types",
+	// Byte-level parsers of untrusted input: one loop over the bytes whose
+	// states share locals; each is fuzzed against net/http's reading of the
+	// same bytes (FuzzParseRequestHead, FuzzChunkedReader).
+	"proxy/h1parse.go:parseRequestHead":      "one pass over a request head",
+	"proxy/h1parse.go:(*chunkedReader).feed": "chunked-encoding state machine",
+	// Test stand-ins: one switch over record or query types each.
+	"internal/cfemu/records.go:build":                "Cloudflare record types",
+	"internal/dnsserver/handler.go:(*Server).answer": "DNS query types",
 }
 
 // TestFunctionLength: no function in non-test code is longer than
