@@ -40,38 +40,13 @@ func runDomain(ctx context.Context, o *options, arg string) (*result, error) {
 		return nil, err
 	}
 
-	var (
-		files  map[string][]byte
-		live   liveQuote
-		nonce  [32]byte
-		sumsID string
-	)
+	var nonce [32]byte
 	if _, err := rand.Read(nonce[:]); err != nil {
 		return nil, fmt.Errorf("generating a nonce: %w", err)
 	}
-	for attempt := 1; ; attempt++ {
-		files, err = evidence.FetchBundle(ctx, t.client, t.url(evidence.Prefix+"/"), nil)
-		if errors.Is(err, errPinChanged) {
-			return pinChanged(t, err), nil
-		}
-		if err != nil {
-			return nil, fetchError(err, t)
-		}
-		sumsID = ""
-		if s, ok := files[evidence.SHA256SumFile]; ok {
-			h := sha256.Sum256(s)
-			sumsID = hex.EncodeToString(h[:])
-		}
-		if live, err = fetchLiveQuote(ctx, t, nonce); errors.Is(err, errPinChanged) {
-			return pinChanged(t, err), nil
-		} else if err != nil {
-			return nil, err
-		}
-		// A live quote vouches for the bundle in force when it was made; if
-		// that is not the one fetched, fetch again.
-		if live.bundleID == "" || sumsID == "" || live.bundleID == sumsID || attempt == maxBundleAttempts {
-			break
-		}
+	files, live, changed, err := fetchConsistent(ctx, t, nonce)
+	if changed != nil || err != nil {
+		return changed, err
 	}
 	pb, err := evidence.ParseBundle(files)
 	if err != nil {
@@ -85,20 +60,7 @@ func runDomain(ctx context.Context, o *options, arg string) (*result, error) {
 	cs = append(cs, leafCheck)
 	cs = append(cs, liveChecks(live, nonce, files, vo, cs)...)
 
-	// CAA: the name itself; when the bundle serves it under a wildcard
-	// certificate, the wildcard's set is what the deployment pins, and the
-	// name's own set is reported as a warning only.
-	if wild, ok := strings.CutPrefix(strings.TrimSuffix(strings.TrimPrefix(certFile, "cert-"), ".pem"), "*."); ok && certFile != evidence.CertFile {
-		cs = append(cs, caaCheck(ctx, o, checkCAA, "*."+wild, pb.AccountURI()))
-		own := caaCheck(ctx, o, checkCAA+":"+domain, domain, pb.AccountURI())
-		if own.Status == fail {
-			own.Status = warn
-			own.Hint = "the deployment pins issuewild for *." + wild + ", but a certificate for " + domain + " alone is not pinned; the CT check shows any that exist"
-		}
-		cs = append(cs, own)
-	} else {
-		cs = append(cs, caaCheck(ctx, o, checkCAA, domain, pb.AccountURI()))
-	}
+	cs = append(cs, domainCAAChecks(ctx, o, domain, certFile, pb.AccountURI())...)
 	cs = append(cs, ctDomainChecks(ctx, o, domain, pb)...)
 
 	res := &result{checks: cs, identity: identityOf("", cs), certificate: certificateReport(t.leaf()), accountURI: pb.AccountURI(), layout: pb.Layout()}
@@ -106,6 +68,57 @@ func runDomain(ctx context.Context, o *options, arg string) (*result, error) {
 		res.nonce = hex.EncodeToString(nonce[:])
 	}
 	return res, nil
+}
+
+// fetchConsistent fetches the bundle and a live quote over nonce, again if
+// the quote vouches for another bundle than the one fetched (at most
+// maxBundleAttempts times). changed is the result to report when the
+// server's certificate changed mid-way.
+func fetchConsistent(ctx context.Context, t *target, nonce [32]byte) (files map[string][]byte, live liveQuote, changed *result, err error) {
+	var sumsID string
+	for attempt := 1; ; attempt++ {
+		files, err = evidence.FetchBundle(ctx, t.client, t.url(evidence.Prefix+"/"), nil)
+		if errors.Is(err, errPinChanged) {
+			return nil, live, pinChanged(t, err), nil
+		}
+		if err != nil {
+			return nil, live, nil, fetchError(err, t)
+		}
+		sumsID = ""
+		if s, ok := files[evidence.SHA256SumFile]; ok {
+			h := sha256.Sum256(s)
+			sumsID = hex.EncodeToString(h[:])
+		}
+		if live, err = fetchLiveQuote(ctx, t, nonce); errors.Is(err, errPinChanged) {
+			return nil, live, pinChanged(t, err), nil
+		} else if err != nil {
+			return nil, live, nil, err
+		}
+		// A live quote vouches for the bundle in force when it was made; if
+		// that is not the one fetched, fetch again.
+		if live.bundleID == "" || sumsID == "" || live.bundleID == sumsID || attempt == maxBundleAttempts {
+			return files, live, nil, nil
+		}
+	}
+}
+
+// domainCAAChecks check CAA at the name; when the bundle serves it under a
+// wildcard certificate (certFile), the wildcard's set is what the deployment
+// pins, and the name's own set is reported as a warning only.
+func domainCAAChecks(ctx context.Context, o *options, domain, certFile, account string) []checkT {
+	var cs []checkT
+	if wild, ok := strings.CutPrefix(strings.TrimSuffix(strings.TrimPrefix(certFile, "cert-"), ".pem"), "*."); ok && certFile != evidence.CertFile {
+		cs = append(cs, caaCheck(ctx, o, checkCAA, "*."+wild, account))
+		own := caaCheck(ctx, o, checkCAA+":"+domain, domain, account)
+		if own.Status == fail {
+			own.Status = warn
+			own.Hint = "the deployment pins issuewild for *." + wild + ", but a certificate for " + domain + " alone is not pinned; the CT check shows any that exist"
+		}
+		cs = append(cs, own)
+	} else {
+		cs = append(cs, caaCheck(ctx, o, checkCAA, domain, account))
+	}
+	return cs
 }
 
 // fetchError explains a failed bundle download.

@@ -173,6 +173,28 @@ func runGateway(ctx context.Context, o *options, arg string) (*result, error) {
 	cs = append(cs, aic)
 
 	vo := o.verifyOptions()
+	acct := accountChecks(ai, vo)
+	cs = append(cs, acct...)
+	res.identity = identityOf(prefixAccount, acct)
+	kcs, verified := quotedKeyChecks(ai, t.leaf().RawSubjectPublicKeyInfo, vo, res.identity)
+	cs = append(cs, kcs...)
+	if ai.older {
+		cs = append(cs, histKeysCheck(ai), activeCertCheck(ai, t.leaf()))
+	}
+	cs = append(cs, caaCheck(ctx, o, checkCAA, "*."+base, ai.AccountURI))
+	cs = append(cs, ctKeyChecks(ctx, o, []string{"*." + base, base}, verified)...)
+	ac, err := appInfoCheck(ctx, t, res.identity)
+	if err != nil {
+		return nil, err
+	}
+	cs = append(cs, ac)
+	res.checks = cs
+	return res, nil
+}
+
+// accountChecks verify the quote or attestation binding the ACME account
+// (its first checks name the identity).
+func accountChecks(ai *acmeInfo, vo evidence.VerifyOptions) []checkT {
 	avo := vo
 	avo.ReportData = gatewayReportData(acmeAccountPrefix, []byte(ai.AccountURI))
 	var acct []checkT
@@ -186,15 +208,18 @@ func runGateway(ctx context.Context, o *options, arg string) (*result, error) {
 			Hint: "nothing binds the ACME account to a TEE"}}
 	}
 	acct = prefixed(prefixAccount, acct)
-	cs = append(cs, acct...)
-	res.identity = identityOf(prefixAccount, acct)
 	if ai.AccountQuote != "" && ai.AccountAttestation != "" {
 		// Both: the attestation is verified too, on its own.
-		cs = append(cs, prefixed(prefixAccount+"attestation.", evidence.VerifyDstackAttestation([]byte(ai.AccountAttestation), avo))...)
+		acct = append(acct, prefixed(prefixAccount+"attestation.", evidence.VerifyDstackAttestation([]byte(ai.AccountAttestation), avo))...)
 	}
 
-	served := t.leaf().RawSubjectPublicKeyInfo
-	verified := map[[32]byte]bool{}
+	return acct
+}
+
+// quotedKeyChecks verify each quoted key's quote and that the served key is
+// one of them; verified holds the SHA-256 of every key whose quote holds.
+func quotedKeyChecks(ai *acmeInfo, served []byte, vo evidence.VerifyOptions, identity *report.Identity) (cs []checkT, verified map[[32]byte]bool) {
+	verified = map[[32]byte]bool{}
 	servedIdx, servedOK := -1, false
 	for i, k := range ai.QuotedHistKeys {
 		isServed := bytes.Equal(k.spki, served)
@@ -205,13 +230,13 @@ func runGateway(ctx context.Context, o *options, arg string) (*result, error) {
 			// served key's quote is held to --compose-hash / --compose.
 			kvo.ComposeHash, kvo.ComposeJSON = "", nil
 		}
-		kc := keyQuoteCheck(i+1, k, kvo, res.identity)
+		kc := keyQuoteCheck(i+1, k, kvo, identity)
 		cs = append(cs, kc)
 		if k.Quote != "" && k.Attestation != "" {
 			// Both: the attestation must hold too.
 			att := k
 			att.Quote = ""
-			ac := keyQuoteCheck(i+1, att, kvo, res.identity)
+			ac := keyQuoteCheck(i+1, att, kvo, identity)
 			ac.Name = fmt.Sprintf("%s:%d", checkKeyAttestation, i+1)
 			cs = append(cs, ac)
 			kc.Status = worst([]checkT{kc, ac})
@@ -236,18 +261,7 @@ func runGateway(ctx context.Context, o *options, arg string) (*result, error) {
 		sc.Status, sc.Detail = pass, fmt.Sprintf("the served key is quoted key %d, whose quote verifies", servedIdx)
 	}
 	cs = append(cs, sc)
-	if ai.older {
-		cs = append(cs, histKeysCheck(ai), activeCertCheck(ai, t.leaf()))
-	}
-	cs = append(cs, caaCheck(ctx, o, checkCAA, "*."+base, ai.AccountURI))
-	cs = append(cs, ctKeyChecks(ctx, o, []string{"*." + base, base}, verified)...)
-	ac, err := appInfoCheck(ctx, t, res.identity)
-	if err != nil {
-		return nil, err
-	}
-	cs = append(cs, ac)
-	res.checks = cs
-	return res, nil
+	return cs, verified
 }
 
 // keyQuoteCheck summarises the verification of one quoted key's quote.
