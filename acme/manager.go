@@ -383,53 +383,19 @@ func (m *Manager) setupLocked(ctx context.Context) error {
 		return err
 	}
 	u := &user{email: m.cfg.Email, key: key}
-	client, err := lego.NewClient(&lego.Config{
-		CADirURL:   m.cfg.DirectoryURL,
-		User:       u,
-		UserAgent:  "tee-ingress",
-		HTTPClient: m.cfg.HTTPClient,
-		Certificate: lego.CertificateConfig{
-			KeyType: m.cfg.KeyType,
-			Timeout: 90 * time.Second,
-		},
-	})
+	client, err := m.newLegoClient(u)
 	if err != nil {
-		return fmt.Errorf("acme: connecting to %s: %w", m.cfg.DirectoryURL, err)
+		return err
 	}
-	reg, err := client.Registration.ResolveAccountByKey()
+	reg, err := m.resolveAccount(client)
 	if err != nil {
-		if !isAccountDoesNotExist(err) {
-			return fmt.Errorf("acme: looking up account by key at %s: %w", m.cfg.DirectoryURL, err)
-		}
-		if m.dir.Meta.ExternalAccountRequired && m.cfg.EAB == nil {
-			return fmt.Errorf("acme: %s requires external account binding (set ACME_EAB_KID and ACME_EAB_HMAC)", m.cfg.DirectoryURL)
-		}
-		if m.cfg.EAB != nil {
-			reg, err = client.Registration.RegisterWithExternalAccountBinding(registration.RegisterEABOptions{
-				TermsOfServiceAgreed: true, Kid: m.cfg.EAB.KID, HmacEncoded: m.cfg.EAB.HMAC,
-			})
-		} else {
-			reg, err = client.Registration.Register(registration.RegisterOptions{TermsOfServiceAgreed: true})
-		}
-		if err != nil {
-			return fmt.Errorf("acme: registering account at %s: %w", m.cfg.DirectoryURL, err)
-		}
-		m.log.Info("registered ACME account", "account", reg.URI)
-	} else {
-		m.log.Info("found existing ACME account for key", "account", reg.URI)
+		return err
 	}
 	u.reg = reg
 	// lego's client carries the account URL (kid) from construction; build
 	// it again now that the registration is known.
-	client, err = lego.NewClient(&lego.Config{
-		CADirURL:    m.cfg.DirectoryURL,
-		User:        u,
-		UserAgent:   "tee-ingress",
-		HTTPClient:  m.cfg.HTTPClient,
-		Certificate: lego.CertificateConfig{KeyType: m.cfg.KeyType, Timeout: 90 * time.Second},
-	})
-	if err != nil {
-		return fmt.Errorf("acme: connecting to %s: %w", m.cfg.DirectoryURL, err)
+	if client, err = m.newLegoClient(u); err != nil {
+		return err
 	}
 	switch m.cfg.Challenge {
 	case DNS01:
@@ -441,6 +407,63 @@ func (m *Manager) setupLocked(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("acme: setting %s solver: %w", m.cfg.Challenge, err)
 	}
+	if err := m.storeAccount(reg, key); err != nil {
+		return err
+	}
+	m.client, m.user = client, u
+	m.mu.Lock()
+	m.accountURI = reg.URI
+	m.mu.Unlock()
+	return nil
+}
+
+// newLegoClient is the one lego client constructor: every client talks to
+// the configured directory, as u, through the configured HTTP client.
+func (m *Manager) newLegoClient(u *user) (*lego.Client, error) {
+	client, err := lego.NewClient(&lego.Config{
+		CADirURL:    m.cfg.DirectoryURL,
+		User:        u,
+		UserAgent:   "tee-ingress",
+		HTTPClient:  m.cfg.HTTPClient,
+		Certificate: lego.CertificateConfig{KeyType: m.cfg.KeyType, Timeout: 90 * time.Second},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("acme: connecting to %s: %w", m.cfg.DirectoryURL, err)
+	}
+	return client, nil
+}
+
+// resolveAccount finds the account of client's key, or registers it (with
+// EAB when configured or required).
+func (m *Manager) resolveAccount(client *lego.Client) (*registration.Resource, error) {
+	reg, err := client.Registration.ResolveAccountByKey()
+	if err != nil {
+		if !isAccountDoesNotExist(err) {
+			return nil, fmt.Errorf("acme: looking up account by key at %s: %w", m.cfg.DirectoryURL, err)
+		}
+		if m.dir.Meta.ExternalAccountRequired && m.cfg.EAB == nil {
+			return nil, fmt.Errorf("acme: %s requires external account binding (set ACME_EAB_KID and ACME_EAB_HMAC)", m.cfg.DirectoryURL)
+		}
+		if m.cfg.EAB != nil {
+			reg, err = client.Registration.RegisterWithExternalAccountBinding(registration.RegisterEABOptions{
+				TermsOfServiceAgreed: true, Kid: m.cfg.EAB.KID, HmacEncoded: m.cfg.EAB.HMAC,
+			})
+		} else {
+			reg, err = client.Registration.Register(registration.RegisterOptions{TermsOfServiceAgreed: true})
+		}
+		if err != nil {
+			return nil, fmt.Errorf("acme: registering account at %s: %w", m.cfg.DirectoryURL, err)
+		}
+		m.log.Info("registered ACME account", "account", reg.URI)
+	} else {
+		m.log.Info("found existing ACME account for key", "account", reg.URI)
+	}
+	return reg, nil
+}
+
+// storeAccount writes the public account and the key's fingerprint to the
+// state directory.
+func (m *Manager) storeAccount(reg *registration.Resource, key crypto.Signer) error {
 	if err := os.MkdirAll(m.stateAt, 0o700); err != nil {
 		return fmt.Errorf("acme: creating state directory (check STATE_DIR): %w", err)
 	}
@@ -458,10 +481,6 @@ func (m *Manager) setupLocked(ctx context.Context) error {
 	if err := atomicfile.WriteFile(filepath.Join(m.stateAt, "account.key.sha256"), []byte(fp+"\n"), 0o644); err != nil {
 		return fmt.Errorf("acme: storing account (check STATE_DIR): %w", err)
 	}
-	m.client, m.user = client, u
-	m.mu.Lock()
-	m.accountURI = reg.URI
-	m.mu.Unlock()
 	return nil
 }
 
