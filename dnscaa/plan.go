@@ -2,8 +2,8 @@ package dnscaa
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"github.com/tee-ingress/tee-ingress/internal/fielderr"
 	"sort"
 	"strconv"
 	"strings"
@@ -139,13 +139,13 @@ type planInputs struct {
 func parsePlanInputs(cfg PlanConfig) (planInputs, error) {
 	var in planInputs
 	if len(cfg.Domains) == 0 {
-		return planInputs{}, errors.New("DOMAIN: no domain configured (set DOMAIN or DOMAINS, e.g. app.example.com or *.example.com)")
+		return planInputs{}, &fielderr.Error{Field: "Domains", Problem: "no domain configured", Accepted: "a name like app.example.com or *.example.com"}
 	}
 	seen := map[string]bool{}
 	for _, s := range cfg.Domains {
 		d, err := ParseDomain(s)
 		if err != nil {
-			return planInputs{}, fmt.Errorf("DOMAIN: %w", err)
+			return planInputs{}, &fielderr.Error{Field: "Domains", Err: err}
 		}
 		if !seen[d.Name] {
 			seen[d.Name] = true
@@ -157,40 +157,40 @@ func parsePlanInputs(cfg PlanConfig) (planInputs, error) {
 		in.prefix = DefaultTXTPrefix
 	}
 	if err := dnsread.CheckLabel(in.prefix, true); err != nil {
-		return planInputs{}, fmt.Errorf("TXT_PREFIX=%q is not one DNS label (%v); the default is %s", cfg.TXTPrefix, err, DefaultTXTPrefix)
+		return planInputs{}, &fielderr.Error{Field: "TXTPrefix", Value: cfg.TXTPrefix, Problem: "not one DNS label", Err: err, Accepted: "one label; the default is " + DefaultTXTPrefix}
 	}
 	if cfg.GatewayDomain != "" {
-		g, err := parseHostname("GATEWAY_DOMAIN", cfg.GatewayDomain, false)
+		g, err := parseHostname("the gateway domain", cfg.GatewayDomain, false)
 		if err != nil {
-			return planInputs{}, fmt.Errorf("%w (want the gateway's base name, e.g. _.dstack-prod5.phala.network)", err)
+			return planInputs{}, &fielderr.Error{Field: "GatewayDomain", Value: cfg.GatewayDomain, Err: err, Accepted: "the gateway's base name, e.g. _.dstack-prod5.phala.network"}
 		}
 		in.gateway = g
 		for _, d := range in.domains {
 			if d.Name == g || d.Base() == g {
-				return planInputs{}, fmt.Errorf("GATEWAY_DOMAIN=%s is one of the served domains: the CNAME would point at itself", g)
+				return planInputs{}, &fielderr.Error{Field: "GatewayDomain", Value: g, Problem: "is one of the served domains: the CNAME would point at itself"}
 			}
 		}
 	}
 	if cfg.AppID != "" {
 		if err := checkAppID(cfg.AppID); err != nil {
-			return planInputs{}, err
+			return planInputs{}, &fielderr.Error{Field: "AppID", Err: err}
 		}
 		if cfg.Port < 1 || cfg.Port > 65535 {
-			return planInputs{}, fmt.Errorf("PORT: missing or out of range (%d): the routing record %s needs the listen port, 1-65535", cfg.Port, DefaultTXTPrefix)
+			return planInputs{}, &fielderr.Error{Field: "Port", Value: strconv.Itoa(cfg.Port), Problem: "missing or out of range: the routing record " + DefaultTXTPrefix + " needs the listen port", Accepted: "1-65535"}
 		}
 		in.txt = cfg.AppID + ":" + strconv.Itoa(cfg.Port)
 	}
 	if cfg.CAA != nil {
 		pol, err := cfg.CAA.Validate()
 		if err != nil {
-			return planInputs{}, fmt.Errorf("SET_CAA: %w", err)
+			return planInputs{}, &fielderr.Error{Field: "CAA", Err: err}
 		}
 		in.caa = &pol
 	}
 	if cfg.DelegationZone != "" {
-		z, err := parseHostname("DELEGATION_ZONE", cfg.DelegationZone, false)
+		z, err := parseHostname("the delegation zone", cfg.DelegationZone, false)
 		if err != nil {
-			return planInputs{}, err
+			return planInputs{}, &fielderr.Error{Field: "DelegationZone", Value: cfg.DelegationZone, Err: err}
 		}
 		in.zone = z
 	}

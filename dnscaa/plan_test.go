@@ -1,6 +1,8 @@
 package dnscaa
 
 import (
+	"errors"
+	"github.com/tee-ingress/tee-ingress/internal/fielderr"
 	"strings"
 	"testing"
 
@@ -118,22 +120,22 @@ func TestNewPlanBadInput(t *testing.T) {
 		edit func(*PlanConfig)
 		want []string
 	}{
-		{"no domain", func(c *PlanConfig) { c.Domains = nil }, []string{"DOMAIN", "no domain"}},
-		{"invalid domain", func(c *PlanConfig) { c.Domains = []string{"app..example.test"} }, []string{"DOMAIN", "empty label"}},
-		{"wildcard in the middle", func(c *PlanConfig) { c.Domains = []string{"a.*.example.test"} }, []string{"DOMAIN", "wildcard", "*.example.com"}},
-		{"ip", func(c *PlanConfig) { c.Domains = []string{"10.0.0.1"} }, []string{"DOMAIN", "IP address"}},
-		{"port missing", func(c *PlanConfig) { c.Port = 0 }, []string{"PORT", "1-65535"}},
-		{"port too big", func(c *PlanConfig) { c.Port = 70000 }, []string{"PORT"}},
-		{"prefix with dot", func(c *PlanConfig) { c.TXTPrefix = "_a.b" }, []string{"TXT_PREFIX", "_dstack-app-address"}},
-		{"bad gateway", func(c *PlanConfig) { c.GatewayDomain = "gw..example" }, []string{"GATEWAY_DOMAIN"}},
-		{"gateway is served", func(c *PlanConfig) { c.GatewayDomain = "app.example.test" }, []string{"GATEWAY_DOMAIN", "itself"}},
-		{"app id quote", func(c *PlanConfig) { c.AppID = `ab"c` }, []string{"app id"}},
-		{"account not a URL", func(c *PlanConfig) { c.CAA.AccountURI = "acct-1" }, []string{"SET_CAA", "account URI"}},
-		{"account with semicolon", func(c *PlanConfig) { c.CAA.AccountURI = "https://ca.example/acct;x=1" }, []string{"SET_CAA", `';'`}},
-		{"account with space", func(c *PlanConfig) { c.CAA.AccountURI = "https://ca.example/a b" }, []string{"SET_CAA"}},
-		{"bad issuer", func(c *PlanConfig) { c.CAA.IssuerDomain = "lets encrypt" }, []string{"SET_CAA", "issuer"}},
-		{"bad method", func(c *PlanConfig) { c.CAA.ValidationMethods = []string{"dns 01"} }, []string{"SET_CAA", "method"}},
-		{"bad delegation zone", func(c *PlanConfig) { c.DelegationZone = "deleg" }, []string{"DELEGATION_ZONE"}},
+		{"no domain", func(c *PlanConfig) { c.Domains = nil }, []string{"Domains", "no domain"}},
+		{"invalid domain", func(c *PlanConfig) { c.Domains = []string{"app..example.test"} }, []string{"Domains", "empty label"}},
+		{"wildcard in the middle", func(c *PlanConfig) { c.Domains = []string{"a.*.example.test"} }, []string{"Domains", "wildcard", "*.example.com"}},
+		{"ip", func(c *PlanConfig) { c.Domains = []string{"10.0.0.1"} }, []string{"Domains", "IP address"}},
+		{"port missing", func(c *PlanConfig) { c.Port = 0 }, []string{"Port", "1-65535"}},
+		{"port too big", func(c *PlanConfig) { c.Port = 70000 }, []string{"Port"}},
+		{"prefix with dot", func(c *PlanConfig) { c.TXTPrefix = "_a.b" }, []string{"TXTPrefix", "_dstack-app-address"}},
+		{"bad gateway", func(c *PlanConfig) { c.GatewayDomain = "gw..example" }, []string{"GatewayDomain"}},
+		{"gateway is served", func(c *PlanConfig) { c.GatewayDomain = "app.example.test" }, []string{"GatewayDomain", "itself"}},
+		{"app id quote", func(c *PlanConfig) { c.AppID = `ab"c` }, []string{"AppID", "app id"}},
+		{"account not a URL", func(c *PlanConfig) { c.CAA.AccountURI = "acct-1" }, []string{"CAA", "account URI"}},
+		{"account with semicolon", func(c *PlanConfig) { c.CAA.AccountURI = "https://ca.example/acct;x=1" }, []string{"CAA", `';'`}},
+		{"account with space", func(c *PlanConfig) { c.CAA.AccountURI = "https://ca.example/a b" }, []string{"CAA"}},
+		{"bad issuer", func(c *PlanConfig) { c.CAA.IssuerDomain = "lets encrypt" }, []string{"CAA", "issuer"}},
+		{"bad method", func(c *PlanConfig) { c.CAA.ValidationMethods = []string{"dns 01"} }, []string{"CAA", "method"}},
+		{"bad delegation zone", func(c *PlanConfig) { c.DelegationZone = "deleg" }, []string{"DelegationZone"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -142,6 +144,12 @@ func TestNewPlanBadInput(t *testing.T) {
 			_, err := NewPlan(cfg)
 			if err == nil {
 				t.Fatal("accepted")
+			}
+			// The field is typed (cmd/ingress renames it for the operator)
+			// and named first.
+			var fe *fielderr.Error
+			if !errors.As(err, &fe) || fe.Field != c.want[0] || !strings.HasPrefix(err.Error(), fe.Field) {
+				t.Errorf("error %q: want a *fielderr.Error for field %s", err, c.want[0])
 			}
 			for _, w := range c.want {
 				if !strings.Contains(err.Error(), w) {

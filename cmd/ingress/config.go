@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/tee-ingress/tee-ingress/internal/fielderr"
 	"io"
 	"net"
 	"net/mail"
@@ -1014,7 +1015,7 @@ func parseDNS(s *settings, c *Config) error {
 		pc.CAA = &dnsread.CAAPolicy{IssuerDomain: "letsencrypt.org", AccountURI: "https://acme.invalid/acct/1", ValidationMethods: []string{string(c.Challenge)}}
 	}
 	if _, err := dnscaa.NewPlan(pc); err != nil {
-		return configErrorf("%s", err)
+		return configErrorf("%s", fielderr.Rename(err, planFields))
 	}
 	if c.DNSZone != "" {
 		z, err := dnscaa.ParseDomain(c.DNSZone)
@@ -1045,6 +1046,12 @@ func parseDNS(s *settings, c *Config) error {
 	}
 	c.DNS, c.DNSProvider = p, cfg
 	return nil
+}
+
+// planFields names dnscaa.PlanConfig's fields as the operator sets them.
+var planFields = map[string]string{
+	"Domains": "DOMAIN", "TXTPrefix": "TXT_PREFIX", "GatewayDomain": "GATEWAY_DOMAIN", "Port": "PORT",
+	"CAA": "SET_CAA", "DelegationZone": "DELEGATION_ZONE", "AppID": "the app id (from the dstack guest agent)",
 }
 
 func providerError(err error, s *settings, c *Config, provSrc string) error {

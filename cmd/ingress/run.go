@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/tee-ingress/tee-ingress/internal/fielderr"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -782,7 +783,7 @@ func (d *daemon) dnsPlan() (*dnscaa.Plan, dnsread.CAAPolicy, error) {
 		pc.Persist = &dnsread.Persist{Issuer: issuer, AccountURI: accountURI}
 	}
 	plan, err := dnscaa.NewPlan(pc)
-	return plan, policy, err
+	return plan, policy, fielderr.Rename(err, planFields)
 }
 
 // install serves c (called at start for stored certificates and by the
