@@ -2,11 +2,12 @@ package proxy
 
 import (
 	"crypto/tls"
-	"errors"
 	"fmt"
+	"github.com/tee-ingress/tee-ingress/internal/fielderr"
 	"log/slog"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -148,56 +149,21 @@ type Config struct {
 // name the field to change.
 func (c Config) withDefaults() (Config, error) {
 	if c.Certs == nil {
-		return c, errors.New("config: Certs is nil: a certificate source is required")
+		return c, &fielderr.Error{Field: "Certs", Problem: "nil", Accepted: "a certificate source"}
 	}
 	switch c.Mode {
 	case ModeTCP, ModeHTTP:
 	default:
-		return c, fmt.Errorf("config: Mode %d: want ModeTCP or ModeHTTP", int(c.Mode))
+		return c, &fielderr.Error{Field: "Mode", Value: strconv.Itoa(int(c.Mode)), Accepted: "ModeTCP or ModeHTTP"}
 	}
-	if c.Default.IsZero() && len(c.Routes) == 0 {
-		return c, errors.New("config: no backend: set Default (TARGET_ENDPOINT) or Routes (ROUTING_MAP)")
-	}
-	for _, r := range c.LocalPaths {
-		if err := checkLocalRoot(r); err != nil {
-			return c, fmt.Errorf("config: LocalPaths: %w", err)
-		}
-	}
-	if len(c.LocalPaths) > 0 && c.Evidence == nil {
-		return c, errors.New("config: LocalPaths set without Evidence: nothing would answer them")
-	}
-	type namedTarget struct {
-		field string
-		t     Target
-	}
-	var targets []namedTarget
-	if !c.Default.IsZero() {
-		targets = append(targets, namedTarget{"Default (TARGET_ENDPOINT)", c.Default})
-	}
-	for _, r := range c.Routes {
-		targets = append(targets, namedTarget{fmt.Sprintf("Routes (ROUTING_MAP) entry %s", r.Host), r.Target})
-	}
-	for _, nt := range targets {
-		if c.Mode == ModeHTTP && nt.t.Scheme == SchemeTCP {
-			return c, fmt.Errorf("config: %s: %s: tcp:// targets need tcp mode; in http mode use http://, https://, h2c:// or grpc://", nt.field, nt.t)
-		}
-		if _, err := ParseTarget(nt.t.String()); err != nil {
-			return c, fmt.Errorf("config: %s: %w", nt.field, err)
-		}
+	if err := c.checkBackends(); err != nil {
+		return c, err
 	}
 	if c.Mode == ModeHTTP && c.ProxyProtocol {
-		return c, errors.New("config: ProxyProtocol needs tcp mode: http mode pools backend connections and sends X-Forwarded-For instead")
+		return c, &fielderr.Error{Field: "ProxyProtocol", Value: "true", Problem: "needs tcp mode: http mode pools backend connections and sends X-Forwarded-For instead"}
 	}
-	for _, p := range c.ALPN {
-		if p == "" || len(p) > 255 {
-			return c, fmt.Errorf("config: ALPN protocol %q: want 1 to 255 bytes", p)
-		}
-		if p == ALPNChallenge {
-			return c, fmt.Errorf("config: ALPN protocol %q is reserved for tls-alpn-01 (set Challenges instead)", p)
-		}
-		if c.Mode == ModeHTTP && p != "h2" && p != "http/1.1" {
-			return c, fmt.Errorf("config: ALPN protocol %q in http mode: want h2 and/or http/1.1", p)
-		}
+	if err := c.checkALPN(); err != nil {
+		return c, err
 	}
 	if c.Mode == ModeHTTP && len(c.ALPN) == 0 {
 		c.ALPN = []string{"h2", "http/1.1"}
@@ -206,6 +172,75 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxConns == 0 {
 		c.MaxConns = DefaultMaxConns
 	}
+	if err := c.defaultTimeouts(); err != nil {
+		return c, err
+	}
+	if c.MaxHeaderBytes < 0 {
+		return c, &fielderr.Error{Field: "MaxHeaderBytes", Value: strconv.Itoa(c.MaxHeaderBytes), Problem: "negative",
+			Accepted: fmt.Sprintf("a positive size, or zero for %d", DefaultMaxHeaderBytes)}
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c, nil
+}
+
+// checkBackends checks Default, Routes and LocalPaths.
+func (c *Config) checkBackends() error {
+	if c.Default.IsZero() && len(c.Routes) == 0 {
+		return &fielderr.Error{Field: "Default", Problem: "no backend", Accepted: "Default or Routes set"}
+	}
+	for _, r := range c.LocalPaths {
+		if err := checkLocalRoot(r); err != nil {
+			return &fielderr.Error{Field: "LocalPaths", Value: r, Err: err}
+		}
+	}
+	if len(c.LocalPaths) > 0 && c.Evidence == nil {
+		return &fielderr.Error{Field: "LocalPaths", Problem: "set without Evidence: nothing would answer them"}
+	}
+	type namedTarget struct {
+		field, value string
+		t            Target
+	}
+	var targets []namedTarget
+	if !c.Default.IsZero() {
+		targets = append(targets, namedTarget{"Default", c.Default.String(), c.Default})
+	}
+	for _, r := range c.Routes {
+		targets = append(targets, namedTarget{"Routes", r.Host + "=" + r.Target.String(), r.Target})
+	}
+	for _, nt := range targets {
+		if c.Mode == ModeHTTP && nt.t.Scheme == SchemeTCP {
+			return &fielderr.Error{Field: nt.field, Value: nt.value, Problem: "tcp:// targets need tcp mode", Accepted: "http://, https://, h2c:// or grpc:// in http mode"}
+		}
+		if _, err := ParseTarget(nt.t.String()); err != nil {
+			return &fielderr.Error{Field: nt.field, Value: nt.value, Err: err}
+		}
+	}
+	return nil
+}
+
+// checkALPN checks the protocols offered to clients.
+func (c *Config) checkALPN() error {
+	for _, p := range c.ALPN {
+		if p == "" || len(p) > 255 {
+			return &fielderr.Error{Field: "ALPN", Value: p, Problem: "empty or longer than 255 bytes", Accepted: "protocol names of 1 to 255 bytes"}
+		}
+		if p == ALPNChallenge {
+			return &fielderr.Error{Field: "ALPN", Value: p, Problem: "reserved for tls-alpn-01 (set Challenges instead)"}
+		}
+		if c.Mode == ModeHTTP && p != "h2" && p != "http/1.1" {
+			return &fielderr.Error{Field: "ALPN", Value: p, Accepted: "h2 and/or http/1.1 in http mode"}
+		}
+	}
+	return nil
+}
+
+// defaultTimeouts fills in zero timeouts and refuses negative ones.
+func (c *Config) defaultTimeouts() error {
 	for _, d := range []struct {
 		name string
 		v    *time.Duration
@@ -218,20 +253,11 @@ func (c Config) withDefaults() (Config, error) {
 		{"HeaderTimeout", &c.HeaderTimeout, DefaultHeaderTimeout},
 	} {
 		if *d.v < 0 {
-			return c, fmt.Errorf("config: %s %v is negative: want a positive duration, or zero for %v", d.name, *d.v, d.def)
+			return &fielderr.Error{Field: d.name, Value: d.v.String(), Problem: "negative", Accepted: fmt.Sprintf("a positive duration, or zero for %v", d.def)}
 		}
 		if *d.v == 0 {
 			*d.v = d.def
 		}
 	}
-	if c.MaxHeaderBytes < 0 {
-		return c, fmt.Errorf("config: MaxHeaderBytes %d is negative: want a positive size, or zero for %d", c.MaxHeaderBytes, DefaultMaxHeaderBytes)
-	}
-	if c.MaxHeaderBytes == 0 {
-		c.MaxHeaderBytes = DefaultMaxHeaderBytes
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	return c, nil
+	return nil
 }

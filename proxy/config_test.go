@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"errors"
+	"github.com/tee-ingress/tee-ingress/internal/fielderr"
 	"strings"
 	"testing"
 	"time"
@@ -11,27 +13,28 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	f := newFixture(t)
 	ok := Target{Addr: "app:80"}
 	for _, tc := range []struct {
-		cfg  Config
-		want string
+		cfg         Config
+		field, want string
 	}{
-		{Config{Default: ok}, "Certs is nil"},
-		{Config{Certs: f.store}, "set Default (TARGET_ENDPOINT) or Routes (ROUTING_MAP)"},
-		{Config{Certs: f.store, Mode: 7, Default: ok}, "Mode 7"},
-		{Config{Certs: f.store, Mode: ModeHTTP, Default: Target{Scheme: SchemeTCP, Addr: "db:5432"}}, "tcp:// targets need tcp mode"},
-		{Config{Certs: f.store, Mode: ModeHTTP, Default: ok, ProxyProtocol: true}, "ProxyProtocol needs tcp mode"},
-		{Config{Certs: f.store, Default: ok, ALPN: []string{"acme-tls/1"}}, "reserved for tls-alpn-01"},
-		{Config{Certs: f.store, Default: ok, ALPN: []string{""}}, "ALPN protocol"},
-		{Config{Certs: f.store, Mode: ModeHTTP, Default: ok, ALPN: []string{"spdy/3"}}, "want h2 and/or http/1.1"},
-		{Config{Certs: f.store, Default: ok, ClientTimeout: -time.Second}, "ClientTimeout -1s is negative"},
-		{Config{Certs: f.store, Default: ok, MaxHeaderBytes: -1}, "MaxHeaderBytes -1 is negative"},
-		{Config{Certs: f.store, Default: Target{Addr: "no-port"}}, "Default (TARGET_ENDPOINT): backend \"no-port\": address no-port: missing port"},
-		{Config{Certs: f.store, Routes: []Route{{Host: "*.*.x", Target: ok}}}, "Routes"},
-		{Config{Certs: f.store, Routes: []Route{{Host: "a.test"}}}, "Routes (ROUTING_MAP) entry a.test: empty backend address"},
-		{Config{Certs: f.store, Routes: []Route{{Host: "a.test", Target: ok}, {Host: "A.test", Target: ok}}}, "routed twice"},
+		{Config{Default: ok}, "Certs", "nil"},
+		{Config{Certs: f.store}, "Default", "no backend (want Default or Routes set)"},
+		{Config{Certs: f.store, Mode: 7, Default: ok}, "Mode", `Mode="7"`},
+		{Config{Certs: f.store, Mode: ModeHTTP, Default: Target{Scheme: SchemeTCP, Addr: "db:5432"}}, "Default", "tcp:// targets need tcp mode"},
+		{Config{Certs: f.store, Mode: ModeHTTP, Default: ok, ProxyProtocol: true}, "ProxyProtocol", "needs tcp mode"},
+		{Config{Certs: f.store, Default: ok, ALPN: []string{"acme-tls/1"}}, "ALPN", "reserved for tls-alpn-01"},
+		{Config{Certs: f.store, Default: ok, ALPN: []string{""}}, "ALPN", "1 to 255 bytes"},
+		{Config{Certs: f.store, Mode: ModeHTTP, Default: ok, ALPN: []string{"spdy/3"}}, "ALPN", "h2 and/or http/1.1"},
+		{Config{Certs: f.store, Default: ok, ClientTimeout: -time.Second}, "ClientTimeout", `ClientTimeout="-1s": negative`},
+		{Config{Certs: f.store, Default: ok, MaxHeaderBytes: -1}, "MaxHeaderBytes", `MaxHeaderBytes="-1": negative`},
+		{Config{Certs: f.store, Default: Target{Addr: "no-port"}}, "Default", `Default="no-port": backend "no-port": address no-port: missing port`},
+		{Config{Certs: f.store, Routes: []Route{{Host: "*.*.x", Target: ok}}}, "Routes", "whole first label"},
+		{Config{Certs: f.store, Routes: []Route{{Host: "a.test"}}}, "Routes", `Routes="a.test=": empty backend address`},
+		{Config{Certs: f.store, Routes: []Route{{Host: "a.test", Target: ok}, {Host: "A.test", Target: ok}}}, "Routes", "routed twice"},
 	} {
 		_, err := New(tc.cfg)
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("New(%+v) = %v, want error mentioning %q", tc.cfg, err, tc.want)
+		var fe *fielderr.Error
+		if !errors.As(err, &fe) || fe.Field != tc.field || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New(%+v) = %v, want a %s field error mentioning %q", tc.cfg, err, tc.field, tc.want)
 		}
 	}
 }

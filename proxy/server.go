@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/tee-ingress/tee-ingress/internal/fielderr"
 	"log/slog"
 	"net"
 	"slices"
@@ -72,7 +73,8 @@ type Server struct {
 	wg        sync.WaitGroup
 }
 
-// New validates cfg and returns a Server. Errors name the Config field to change.
+// New validates cfg and returns a Server. A bad value is a *fielderr.Error
+// naming the Config field to change.
 // Call Shutdown to release what it holds, even if Serve was never called.
 func New(cfg Config) (*Server, error) {
 	cfg, err := cfg.withDefaults()
@@ -81,7 +83,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	rt, err := newRouter(cfg.Routes, cfg.Default)
 	if err != nil {
-		return nil, fmt.Errorf("config: Routes: %w", err)
+		return nil, &fielderr.Error{Field: "Routes", Err: err}
 	}
 	local := defaultLocal
 	if len(cfg.LocalPaths) > 0 {

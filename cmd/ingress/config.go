@@ -1048,6 +1048,13 @@ func parseDNS(s *settings, c *Config) error {
 	return nil
 }
 
+// proxyFields names proxy.Config's fields as the operator sets them.
+var proxyFields = map[string]string{
+	"Default": "TARGET_ENDPOINT", "Routes": "ROUTING_MAP", "Mode": "PROXY_MODE", "ALPN": "ALPN",
+	"ProxyProtocol": "PROXY_PROTOCOL", "MaxConns": "MAXCONN", "ConnectTimeout": "TIMEOUT_CONNECT",
+	"ClientTimeout": "TIMEOUT_CLIENT", "ServerTimeout": "TIMEOUT_SERVER",
+}
+
 // planFields names dnscaa.PlanConfig's fields as the operator sets them.
 var planFields = map[string]string{
 	"Domains": "DOMAIN", "TXTPrefix": "TXT_PREFIX", "GatewayDomain": "GATEWAY_DOMAIN", "Port": "PORT",

@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"github.com/tee-ingress/tee-ingress/dnscaa"
+	"github.com/tee-ingress/tee-ingress/internal/fielderr"
 	"github.com/tee-ingress/tee-ingress/internal/syncbuf"
 	"maps"
 	"net/http"
@@ -584,4 +587,36 @@ func exitCode(err error) int {
 		return ee.ExitCode()
 	}
 	return -1
+}
+
+// TestFieldNames: every library field cmd/ingress renames exists in that
+// library's config, and every new name is a variable of the option table
+// (or, for the app id, says where it comes from).
+func TestFieldNames(t *testing.T) {
+	envs := map[string]bool{}
+	for _, g := range groups {
+		for _, o := range g.opts {
+			envs[o.env] = true
+		}
+	}
+	for _, c := range []struct {
+		typ   reflect.Type
+		names map[string]string
+	}{
+		{reflect.TypeFor[proxy.Config](), proxyFields},
+		{reflect.TypeFor[dnscaa.PlanConfig](), planFields},
+	} {
+		for field, name := range c.names {
+			if _, ok := c.typ.FieldByName(field); !ok {
+				t.Errorf("%s has no field %s", c.typ, field)
+			}
+			if !envs[name] && !strings.Contains(name, "guest agent") {
+				t.Errorf("%s.%s is renamed %q, which is not a variable of the option table", c.typ, field, name)
+			}
+		}
+	}
+	err := fielderr.Rename(fmt.Errorf("x: %w", &fielderr.Error{Field: "Routes", Value: "a=b"}), proxyFields)
+	if err.Error() != `ROUTING_MAP="a=b" is not valid` {
+		t.Errorf("renamed: %v", err)
+	}
 }

@@ -183,6 +183,7 @@ func runDaemon(ctx context.Context, cfg *Config, log *slog.Logger, env environme
 
 	srv, err := proxy.New(d.proxyConfig())
 	if err != nil {
+		err = fielderr.Rename(err, proxyFields)
 		ln.Close()
 		log.Error("cannot start the proxy", "err", err)
 		return 1
