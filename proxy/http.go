@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -76,32 +77,7 @@ func (s *Server) newHTTPFront() error {
 		default:
 			return errors.New("config: backend " + t.String() + ": tcp:// targets need tcp mode")
 		}
-		f.proxies[t] = &httputil.ReverseProxy{
-			Rewrite: func(pr *httputil.ProxyRequest) {
-				pr.SetURL(u)
-				pr.Out.Host = pr.In.Host // the app sees the domain the client asked for
-				pr.SetXForwarded()
-				f.rewriteHeaders(pr)
-			},
-			Transport: tr,
-			ModifyResponse: func(resp *http.Response) error {
-				// An upgraded (101) body must stay the backend's
-				// io.ReadWriteCloser for ReverseProxy to splice it, so
-				// websocket bytes are not counted.
-				if resp.StatusCode != http.StatusSwitchingProtocols {
-					resp.Body = &countingBody{ReadCloser: resp.Body, n: &s.stats.toClients}
-				}
-				return nil
-			},
-			// Zero: ReverseProxy flushes every write of server-sent events and
-			// of responses of unknown length (streams, gRPC); others go out
-			// whole. -1 would flush headers and body of every response
-			// separately, through a timer goroutine.
-			FlushInterval: 0,
-			BufferPool:    pool,
-			ErrorLog:      errorLog,
-			ErrorHandler:  f.backendError,
-		}
+		f.proxies[t] = f.newReverseProxy(u, tr, pool, errorLog)
 	}
 	var protos http.Protocols
 	protos.SetHTTP1(slices.Contains(cfg.ALPN, "http/1.1"))
@@ -125,6 +101,37 @@ func (s *Server) newHTTPFront() error {
 		f.srv.Serve(f.queue)
 	}()
 	return nil
+}
+
+// newReverseProxy is the handler for one backend at u, reached through tr.
+func (f *httpFront) newReverseProxy(u *url.URL, tr *http.Transport, pool bytePool, errorLog *log.Logger) *httputil.ReverseProxy {
+	s := f.s
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.Out.Host = pr.In.Host // the app sees the domain the client asked for
+			pr.SetXForwarded()
+			f.rewriteHeaders(pr)
+		},
+		Transport: tr,
+		ModifyResponse: func(resp *http.Response) error {
+			// An upgraded (101) body must stay the backend's
+			// io.ReadWriteCloser for ReverseProxy to splice it, so
+			// websocket bytes are not counted.
+			if resp.StatusCode != http.StatusSwitchingProtocols {
+				resp.Body = &countingBody{ReadCloser: resp.Body, n: &s.stats.toClients}
+			}
+			return nil
+		},
+		// Zero: ReverseProxy flushes every write of server-sent events and
+		// of responses of unknown length (streams, gRPC); others go out
+		// whole. -1 would flush headers and body of every response
+		// separately, through a timer goroutine.
+		FlushInterval: 0,
+		BufferPool:    pool,
+		ErrorLog:      errorLog,
+		ErrorHandler:  f.backendError,
+	}
 }
 
 func (f *httpFront) newTransport() *http.Transport {

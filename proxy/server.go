@@ -412,17 +412,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 	var err error
 	if s.http != nil {
-		s.mu.Lock()
-		var kicks []func()
-		for c := range s.conns {
-			if c.kick != nil {
-				kicks = append(kicks, c.kick)
-			}
-		}
-		s.mu.Unlock()
-		for _, kick := range kicks {
-			kick()
-		}
+		s.kickIdle()
 		err = s.http.shutdown(ctx)
 	}
 	select {
@@ -432,27 +422,63 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	if err != nil {
 		s.cancel()
-		s.mu.Lock()
-		left := make([]func() error, 0, len(s.conns))
-		for c := range s.conns {
-			if c.abort != nil {
-				abort := c.abort
-				left = append(left, func() error { abort(); return nil })
-			} else {
-				left = append(left, c.Close)
-			}
-		}
-		s.mu.Unlock()
-		if len(left) > 0 {
-			s.log.Warn("drain deadline reached, closing connections", "open", len(left))
-		}
-		for _, close := range left {
-			close()
-		}
+		s.closeAll()
 	}
 	s.wg.Wait()
-	// Handlers of hijacked connections (websockets) end once their connection
-	// is closed; wait for them so that nothing we started outlives Shutdown.
+	s.waitHandlers()
+	s.cancel()
+	if s.http != nil {
+		s.http.closeIdle()
+	}
+	s.closeOnce.Do(func() {
+		if s.watch != nil {
+			s.watch.close()
+		}
+	})
+	return err
+}
+
+// kickIdle wakes the http-mode connections waiting for a request, so that
+// they see the server is closing.
+func (s *Server) kickIdle() {
+	s.mu.Lock()
+	var kicks []func()
+	for c := range s.conns {
+		if c.kick != nil {
+			kicks = append(kicks, c.kick)
+		}
+	}
+	s.mu.Unlock()
+	for _, kick := range kicks {
+		kick()
+	}
+}
+
+// closeAll closes every connection still open: the drain deadline passed.
+func (s *Server) closeAll() {
+	s.mu.Lock()
+	left := make([]func() error, 0, len(s.conns))
+	for c := range s.conns {
+		if c.abort != nil {
+			abort := c.abort
+			left = append(left, func() error { abort(); return nil })
+		} else {
+			left = append(left, c.Close)
+		}
+	}
+	s.mu.Unlock()
+	if len(left) > 0 {
+		s.log.Warn("drain deadline reached, closing connections", "open", len(left))
+	}
+	for _, close := range left {
+		close()
+	}
+}
+
+// waitHandlers waits, at most five seconds, for the handlers of hijacked
+// connections (websockets): they end once their connection is closed, and
+// nothing we started may outlive Shutdown.
+func (s *Server) waitHandlers() {
 	if s.handlers.Load() > 0 {
 		t := time.NewTicker(time.Millisecond)
 		deadline := time.Now().Add(5 * time.Second)
@@ -464,14 +490,4 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.log.Warn("http handlers still running after their connections were closed", "handlers", n)
 		}
 	}
-	s.cancel()
-	if s.http != nil {
-		s.http.closeIdle()
-	}
-	s.closeOnce.Do(func() {
-		if s.watch != nil {
-			s.watch.close()
-		}
-	})
-	return err
 }

@@ -143,20 +143,38 @@ func New(cfg Config) (*Simulator, error) {
 	if err := s.makeAppCA(); err != nil {
 		return nil, err
 	}
+	if err := s.makeMeasuredConfig(); err != nil {
+		return nil, err
+	}
+	s.base = append(bootEvents(),
+		runtimeEvent("system-preparing", nil),
+		runtimeEvent("app-id", s.appID),
+		runtimeEvent("compose-hash", s.composeHash),
+		runtimeEvent("instance-id", s.instanceID),
+		runtimeEvent("boot-mr-done", nil),
+		runtimeEvent("key-provider", s.keyProvider),
+		runtimeEvent("system-ready", nil),
+	)
+	return s, nil
+}
+
+// makeMeasuredConfig builds the key-provider event (the simulated KMS
+// root's public key) and the VM configuration the info endpoint reports.
+func (s *Simulator) makeMeasuredConfig() error {
 	kmsKey, err := deriveP256(s.kmsSecret, "kms-root")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	kmsSPKI, err := x509.MarshalPKIXPublicKey(&kmsKey.PublicKey)
 	if err != nil {
-		return nil, fmt.Errorf("encoding the simulated KMS key: %w", err)
+		return fmt.Errorf("encoding the simulated KMS key: %w", err)
 	}
 	s.keyProvider, err = marshalJSON(struct {
 		Name string `json:"name"`
 		ID   string `json:"id"`
 	}{"kms", hex.EncodeToString(kmsSPKI)})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	osImage := labelHash256("os-image")
 	vm, err := marshalJSON(map[string]any{
@@ -173,20 +191,11 @@ func New(cfg Config) (*Simulator, error) {
 		"image":           "dstack-simulator",
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	s.vmConfig = string(vm)
 
-	s.base = append(bootEvents(),
-		runtimeEvent("system-preparing", nil),
-		runtimeEvent("app-id", s.appID),
-		runtimeEvent("compose-hash", s.composeHash),
-		runtimeEvent("instance-id", s.instanceID),
-		runtimeEvent("boot-mr-done", nil),
-		runtimeEvent("key-provider", s.keyProvider),
-		runtimeEvent("system-ready", nil),
-	)
-	return s, nil
+	return nil
 }
 
 func cloneOr(b, def []byte) []byte {

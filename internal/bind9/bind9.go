@@ -84,7 +84,36 @@ func Start(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	conf := fmt.Sprintf(`options {
+	conf := namedConf(opts, port)
+	confPath := filepath.Join(opts.Dir, "named.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+		return nil, fmt.Errorf("bind9: writing config: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(opts.Dir, "zone.db"), []byte(opts.ZoneFile), 0o600); err != nil {
+		return nil, fmt.Errorf("bind9: writing zone: %w", err)
+	}
+	s := &Server{
+		Addr: net.JoinHostPort("127.0.0.1", fmt.Sprint(port)), Zone: opts.Zone,
+		KeyName: opts.KeyName, Secret: opts.Secret,
+		exited: make(chan error, 1), log: &syncbuf.Buffer{},
+	}
+	s.cmd = exec.Command(named, "-g", "-4", "-n", "1", "-c", confPath)
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	if err := s.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("bind9: starting named: %w", err)
+	}
+	go func() { s.exited <- s.cmd.Wait() }()
+
+	if err := s.waitReady(opts.StartTimeout); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// namedConf is a primary for opts.Zone on 127.0.0.1:port that accepts
+// updates and transfers signed with the TSIG key.
+func namedConf(opts Options, port int) string {
+	return fmt.Sprintf(`options {
 	directory "%[1]s";
 	pid-file "%[1]s/named.pid";
 	session-keyfile "%[1]s/session.key";
@@ -109,26 +138,12 @@ zone "%[5]s" {
 	allow-transfer { key "%[3]s"; };
 };
 `, opts.Dir, port, opts.KeyName, opts.Secret, opts.Zone)
-	confPath := filepath.Join(opts.Dir, "named.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
-		return nil, fmt.Errorf("bind9: writing config: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(opts.Dir, "zone.db"), []byte(opts.ZoneFile), 0o600); err != nil {
-		return nil, fmt.Errorf("bind9: writing zone: %w", err)
-	}
-	s := &Server{
-		Addr: net.JoinHostPort("127.0.0.1", fmt.Sprint(port)), Zone: opts.Zone,
-		KeyName: opts.KeyName, Secret: opts.Secret,
-		exited: make(chan error, 1), log: &syncbuf.Buffer{},
-	}
-	s.cmd = exec.Command(named, "-g", "-4", "-n", "1", "-c", confPath)
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("bind9: starting named: %w", err)
-	}
-	go func() { s.exited <- s.cmd.Wait() }()
+}
 
-	deadline := time.NewTimer(opts.StartTimeout)
+// waitReady waits until named answers SOA for the zone, exits, or timeout
+// passes (then it is stopped).
+func (s *Server) waitReady(timeout time.Duration) error {
+	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
@@ -136,14 +151,14 @@ zone "%[5]s" {
 		select {
 		case err := <-s.exited:
 			s.exited <- err
-			return nil, fmt.Errorf("bind9: named exited: %v\n%s", err, s.log.String())
+			return fmt.Errorf("bind9: named exited: %v\n%s", err, s.log.String())
 		case <-deadline.C:
 			s.Close()
-			return nil, fmt.Errorf("bind9: named did not answer SOA within %v:\n%s", opts.StartTimeout, s.log.String())
+			return fmt.Errorf("bind9: named did not answer SOA within %v:\n%s", timeout, s.log.String())
 		case <-tick.C:
 		}
 		if s.answersSOA() {
-			return s, nil
+			return nil
 		}
 	}
 }
