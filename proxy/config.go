@@ -141,6 +141,15 @@ type Config struct {
 	// connection at debug level whatever this says. False: no request log.
 	AccessLog bool
 
+	// PlainCore runs only the standard-library core: crypto/tls, two copies
+	// with CloseWrite in tcp mode, net/http and httputil.ReverseProxy in http
+	// mode. Off are the performance engine's parts: raw socket I/O, the epoll
+	// watcher that holds idle tcp-mode connections without a goroutine, and
+	// the HTTP/1.1 fast path with its backend pool (h1.go). False (the zero
+	// value): the fast path is on. The core is the reference the fast path
+	// is tested against; an operator can fall back to it.
+	PlainCore bool
+
 	// Logger receives connection and error logs. Nil: discard.
 	Logger *slog.Logger
 }

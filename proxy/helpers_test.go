@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -139,12 +140,30 @@ func (f *fixture) clientTLS(sni string, alpn ...string) *tls.Config {
 
 // startProxy runs a Server on 127.0.0.1 and shuts it down at cleanup,
 // checking that Serve returned ErrServerClosed.
+// plainCore runs every proxy of the suite on the standard-library core
+// alone (Config.PlainCore); TestPlainCoreSuite runs the suite again so.
+var plainCore = flag.Bool("plain-core", false, "run every proxy on the plain core (Config.PlainCore)")
+
+// withCore applies -plain-core to cfg.
+func withCore(cfg Config) Config {
+	cfg.PlainCore = cfg.PlainCore || *plainCore
+	return cfg
+}
+
+// skipOnPlainCore skips a test of the fast path itself.
+func skipOnPlainCore(t testing.TB, what string) {
+	t.Helper()
+	if *plainCore {
+		t.Skipf("a fast-path test, not run on the plain core: %s", what)
+	}
+}
+
 func startProxy(t testing.TB, cfg Config) (*Server, string) {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
 	}
-	s, err := New(cfg)
+	s, err := New(withCore(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}

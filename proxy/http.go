@@ -93,7 +93,7 @@ func (s *Server) newHTTPFront() error {
 		ConnContext:       connContext,
 		ConnState:         f.connState,
 	}
-	f.fast = protos.HTTP1()
+	f.fast = protos.HTTP1() && !cfg.PlainCore
 	s.http = f
 	s.wg.Add(1)
 	go func() {
@@ -160,7 +160,7 @@ func (f *httpFront) dialBackend(ctx context.Context, network, addr string) (net.
 	if err != nil {
 		return nil, err
 	}
-	if r := newRawIO(c); r != nil {
+	if r := f.s.rawIO(c); r != nil {
 		return &rawConn{Conn: c, r: r}, nil
 	}
 	return c, nil

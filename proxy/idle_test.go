@@ -152,7 +152,7 @@ func TestShutdownClosesParkedConnections(t *testing.T) {
 	checkGoroutines(t)
 	f := newFixture(t)
 	be := startTCPBackend(t, func(c net.Conn) { io.Copy(c, c) })
-	s, err := New(Config{Certs: f.store, Default: be.target(), Evidence: evidenceHandler()})
+	s, err := New(withCore(Config{Certs: f.store, Default: be.target(), Evidence: evidenceHandler()}))
 	mustf(t, err, "New")
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	served := make(chan error, 1)

@@ -73,6 +73,15 @@ type Server struct {
 	wg        sync.WaitGroup
 }
 
+// rawIO is c's raw socket I/O, or nil: on the plain core, and where c is not
+// a socket it can drive (then I/O goes through the net.Conn).
+func (s *Server) rawIO(c net.Conn) *rawIO {
+	if s.cfg.PlainCore {
+		return nil
+	}
+	return newRawIO(c)
+}
+
 // New validates cfg and returns a Server. A bad value is a *fielderr.Error
 // naming the Config field to change.
 // Call Shutdown to release what it holds, even if Serve was never called.
@@ -116,6 +125,8 @@ func New(cfg Config) (*Server, error) {
 		if err := s.newHTTPFront(); err != nil {
 			return nil, err
 		}
+	} else if cfg.PlainCore {
+		// No watcher: idle connections keep their goroutines.
 	} else if w, err := newWatcher(); err == nil {
 		s.watch = w
 	} else {
@@ -228,7 +239,7 @@ func (s *Server) track(raw net.Conn) *trackedConn {
 	} else {
 		s.stats.active.Add(1)
 	}
-	c := &trackedConn{Conn: raw, s: s, raw: newRawIO(raw)}
+	c := &trackedConn{Conn: raw, s: s, raw: s.rawIO(raw)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing.Load() {

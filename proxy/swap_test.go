@@ -104,7 +104,7 @@ func TestShutdownDrainsTCP(t *testing.T) {
 	checkGoroutines(t)
 	f := newFixture(t)
 	be := startTCPBackend(t, echoHandler)
-	s, err := New(Config{Certs: f.store, Default: be.target(), Logger: testLogger(t)})
+	s, err := New(withCore(Config{Certs: f.store, Default: be.target(), Logger: testLogger(t)}))
 	mustf(t, err, "New")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	mustf(t, err, "listen")
@@ -159,7 +159,7 @@ func TestShutdownDeadlineClosesConnections(t *testing.T) {
 		if mode == ModeHTTP {
 			target = app.target()
 		}
-		s, err := New(Config{Certs: f.store, Mode: mode, Default: target, Evidence: evidenceHandler()})
+		s, err := New(withCore(Config{Certs: f.store, Mode: mode, Default: target, Evidence: evidenceHandler()}))
 		mustf(t, err, "New")
 		ln, _ := net.Listen("tcp", "127.0.0.1:0")
 		served := make(chan error, 1)
@@ -211,7 +211,7 @@ func TestShutdownWaitsForHTTPRequest(t *testing.T) {
 		<-release
 		io.WriteString(w, "finished")
 	}))
-	s, err := New(Config{Certs: f.store, Mode: ModeHTTP, Default: Target{Addr: strings.TrimPrefix(be.URL, "http://")}})
+	s, err := New(withCore(Config{Certs: f.store, Mode: ModeHTTP, Default: Target{Addr: strings.TrimPrefix(be.URL, "http://")}}))
 	mustf(t, err, "New")
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	go s.Serve(ln)

@@ -644,7 +644,7 @@ func (x *tcpSession) dial() bool {
 		conn.Close()
 		return false
 	}
-	if x.backIO = newRawIO(conn); x.backIO != nil {
+	if x.backIO = x.s.rawIO(conn); x.backIO != nil {
 		x.backRaw = x.backIO.rc
 	}
 	x.back = conn

@@ -1,0 +1,50 @@
+package proxy
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPlainCoreSuite runs the whole proxy suite again with the fast path off
+// (Config.PlainCore): the standard-library core alone must pass every test
+// that is not about the fast path itself.
+func TestPlainCoreSuite(t *testing.T) {
+	if *plainCore {
+		t.Skip("already on the plain core")
+	}
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^Test", "-test.count=1", "-test.timeout=5m", "-test.v", "-plain-core")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the suite on the plain core failed (%v):\n%s", err, out)
+	}
+	passed, skipped := strings.Count(string(out), "--- PASS: Test"), strings.Count(string(out), "not run on the plain core")
+	if passed == 0 || skipped > 6 {
+		t.Fatalf("plain core: %d tests passed, %d skipped as fast-path tests (at most 6 are):\n%s", passed, skipped, out)
+	}
+	t.Logf("plain core: %d tests and subtests passed, %d skipped as fast-path tests", passed, skipped)
+}
+
+// TestPlainCoreIsPlain: with PlainCore, no raw socket I/O, no watcher and no
+// HTTP/1.1 fast path are set up.
+func TestPlainCoreIsPlain(t *testing.T) {
+	f := newFixture(t)
+	for _, mode := range []Mode{ModeTCP, ModeHTTP} {
+		s, err := New(Config{Certs: f.store, Mode: mode, Default: Target{Addr: "127.0.0.1:9"}, PlainCore: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.watch != nil || (s.http != nil && s.http.fast) || s.rawIO(nil) != nil {
+			t.Errorf("%s: plain core has a fast-path part: watch=%v fast=%v", mode, s.watch != nil, s.http != nil && s.http.fast)
+		}
+		s.Shutdown(context.Background())
+	}
+}
