@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"context"
+	"go/parser"
+	"go/token"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -46,5 +49,47 @@ func TestPlainCoreIsPlain(t *testing.T) {
 			t.Errorf("%s: plain core has a fast-path part: watch=%v fast=%v", mode, s.watch != nil, s.http != nil && s.http.fast)
 		}
 		s.Shutdown(context.Background())
+	}
+}
+
+// TestFastPathImports: the core reaches the fast path's packages
+// (proxy/internal/...) only through fastpath.go, the documented switch, and
+// built with -tags plaincore it links none of them.
+func TestFastPathImports(t *testing.T) {
+	const internal = "github.com/tee-ingress/tee-ingress/proxy/internal/"
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), name, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range f.Imports {
+			if strings.HasPrefix(strings.Trim(imp.Path.Value, `"`), internal) && name != "fastpath.go" {
+				t.Errorf("%s imports %s: only fastpath.go may reach the fast path's packages", name, imp.Path.Value)
+			}
+		}
+	}
+	deps := func(tags ...string) string {
+		args := append(append([]string{"list"}, tags...), "-deps", ".")
+		out, err := exec.Command("go", args...).Output()
+		if err != nil {
+			t.Fatalf("go %v: %v", args, err)
+		}
+		return string(out)
+	}
+	if d := deps(); !strings.Contains(d, internal+"rawio") || !strings.Contains(d, internal+"epoll") {
+		t.Errorf("the default build does not link the fast path's packages:\n%s", d)
+	}
+	if d := deps("-tags", "plaincore"); strings.Contains(d, internal) {
+		t.Errorf("-tags plaincore still links a fast-path package:\n%s", d)
+	}
+	if out, err := exec.Command("go", "vet", "-tags", "plaincore", ".").CombinedOutput(); err != nil {
+		t.Errorf("the plain-core build does not compile: %v\n%s", err, out)
 	}
 }

@@ -46,4 +46,13 @@
 // write, and sockets are read and written with raw non-blocking system calls,
 // which keeps the scheduler from handing the processor between threads on
 // every write when the proxy has one CPU.
+//
+// Core and fast path: the core is what the standard library gives (crypto/tls,
+// two copies with CloseWrite, net/http and httputil.ReverseProxy). The
+// performance engine beside it is the raw socket I/O (internal/rawio), the
+// epoll watcher (internal/epoll) and the HTTP/1.1 fast path (h1.go, still in
+// this package). fastpath.go is the one file that reaches internal/...;
+// Config.PlainCore turns the engine off at run time, -tags plaincore leaves
+// internal/... out of the build. The core is the reference: the suite runs on
+// both (TestPlainCoreSuite).
 package proxy

@@ -657,7 +657,7 @@ func (p *backPool) get(f *httpFront, addr string) (*backConn, bool, error) {
 			continue
 		}
 		p.mu.Unlock()
-		if bc.idle.silent() {
+		if bc.idle.Silent() {
 			return bc, true, nil
 		}
 		// The backend sent bytes or closed while the connection was idle:

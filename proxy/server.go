@@ -443,7 +443,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.closeOnce.Do(func() {
 		if s.watch != nil {
-			s.watch.close()
+			s.watch.Close()
 		}
 	})
 	return err

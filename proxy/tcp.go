@@ -198,7 +198,7 @@ func (x *tcpSession) park(side int) bool {
 	}
 	rc := x.backRaw
 	if side == sideClient {
-		rc = x.client.raw.rc
+		rc = x.client.raw.RawConn()
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -206,7 +206,7 @@ func (x *tcpSession) park(side int) bool {
 		return true
 	}
 	x.refs.Add(1)
-	id, err := x.s.watch.add(rc, func() { x.fired(side) })
+	id, err := x.s.watch.Add(rc, func() { x.fired(side) })
 	if err != nil {
 		x.refs.Add(-1)
 		x.s.log.Debug("watching socket failed, using a goroutine", "err", err)
@@ -338,7 +338,7 @@ func (x *tcpSession) abort() {
 		x.aborted = true
 		var dropped int32
 		for i, id := range x.watches {
-			if id != 0 && x.s.watch.cancel(id) {
+			if id != 0 && x.s.watch.Cancel(id) {
 				dropped++
 			}
 			x.watches[i] = 0
@@ -645,7 +645,7 @@ func (x *tcpSession) dial() bool {
 		return false
 	}
 	if x.backIO = x.s.rawIO(conn); x.backIO != nil {
-		x.backRaw = x.backIO.rc
+		x.backRaw = x.backIO.RawConn()
 	}
 	x.back = conn
 	return true

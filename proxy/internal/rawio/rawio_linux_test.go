@@ -1,6 +1,6 @@
 //go:build linux
 
-package proxy
+package rawio
 
 import (
 	"bytes"
@@ -38,9 +38,9 @@ func TestRawIOConcurrentWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newRawIO(c)
+	r := New(c)
 	if r == nil {
-		t.Fatal("newRawIO: nil for a TCP connection")
+		t.Fatal("New: nil for a TCP connection")
 	}
 	var wg sync.WaitGroup
 	for w := range writers {

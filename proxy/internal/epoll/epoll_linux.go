@@ -1,6 +1,6 @@
 //go:build linux
 
-package proxy
+package epoll
 
 import (
 	"fmt"
@@ -10,11 +10,11 @@ import (
 	"unsafe"
 )
 
-// watcher waits for sockets to become readable on behalf of connections that
+// Watcher waits for sockets to become readable on behalf of connections that
 // have no goroutine, so that an idle tcp-mode connection costs no goroutine
 // stack: one epoll instance, itself waited for through the runtime's poller by
 // a single goroutine, fires a callback once per registration (EPOLLONESHOT).
-type watcher struct {
+type Watcher struct {
 	epfd int
 	file *os.File
 	done chan struct{}
@@ -24,7 +24,8 @@ type watcher struct {
 	waits map[uint64]func()
 }
 
-func newWatcher() (*watcher, error) {
+// New starts a watcher and its one goroutine; Close stops it.
+func New() (*Watcher, error) {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("creating epoll instance: %w", err)
@@ -33,7 +34,7 @@ func newWatcher() (*watcher, error) {
 		syscall.Close(epfd)
 		return nil, fmt.Errorf("creating epoll instance: %w", err)
 	}
-	w := &watcher{
+	w := &Watcher{
 		epfd:  epfd,
 		file:  os.NewFile(uintptr(epfd), "proxy-epoll"),
 		done:  make(chan struct{}),
@@ -49,7 +50,7 @@ func newWatcher() (*watcher, error) {
 	return w, nil
 }
 
-func (w *watcher) run(rc syscall.RawConn) {
+func (w *Watcher) run(rc syscall.RawConn) {
 	defer close(w.done)
 	events := make([]syscall.EpollEvent, 128)
 	rc.Read(func(uintptr) bool {
@@ -78,10 +79,10 @@ func (w *watcher) run(rc syscall.RawConn) {
 	})
 }
 
-// add calls fire once, from the watcher's goroutine, when the socket behind rc
+// Add calls fire once, from the watcher's goroutine, when the socket behind rc
 // becomes readable, reaches end of stream or fails. fire must not block. Each
 // socket may be added once.
-func (w *watcher) add(rc syscall.RawConn, fire func()) (uint64, error) {
+func (w *Watcher) Add(rc syscall.RawConn, fire func()) (uint64, error) {
 	w.mu.Lock()
 	id := w.next
 	w.next++
@@ -97,15 +98,15 @@ func (w *watcher) add(rc syscall.RawConn, fire func()) (uint64, error) {
 		err = cerr
 	}
 	if err != nil {
-		w.cancel(id)
+		w.Cancel(id)
 		return 0, err
 	}
 	return id, nil
 }
 
-// cancel forgets a registration; it reports false when the callback has
+// Cancel forgets a registration; it reports false when the callback has
 // already been taken to run. The kernel side goes away with the socket.
-func (w *watcher) cancel(id uint64) bool {
+func (w *Watcher) Cancel(id uint64) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	_, ok := w.waits[id]
@@ -113,8 +114,8 @@ func (w *watcher) cancel(id uint64) bool {
 	return ok
 }
 
-// close stops the watcher's goroutine and waits for it.
-func (w *watcher) close() {
+// Close stops the watcher's goroutine and waits for it.
+func (w *Watcher) Close() {
 	w.file.Close()
 	<-w.done
 }

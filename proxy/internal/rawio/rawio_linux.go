@@ -1,6 +1,6 @@
 //go:build linux
 
-package proxy
+package rawio
 
 import (
 	"io"
@@ -11,7 +11,7 @@ import (
 	"unsafe"
 )
 
-// rawIO reads and writes a TCP socket with raw, non-blocking system calls,
+// Conn reads and writes a TCP socket with raw, non-blocking system calls,
 // waiting for readiness through the runtime's poller (syscall.RawConn), so
 // deadlines and Close behave as for net.Conn.
 //
@@ -21,7 +21,7 @@ import (
 // from a write that is still in the kernel, handing it to another thread, and
 // the CPU spends a tenth of its time switching threads. These sockets are
 // non-blocking, so their calls return in microseconds and need no hand-off.
-type rawIO struct {
+type Conn struct {
 	rc syscall.RawConn
 
 	// net.Conn allows concurrent calls (net/http's Transport writes a request
@@ -39,8 +39,8 @@ type rawIO struct {
 	wfn  func(fd uintptr) bool
 }
 
-// newRawIO returns nil when c is not a socket we can drive this way.
-func newRawIO(c net.Conn) *rawIO {
+// New returns nil when c is not a socket we can drive this way.
+func New(c net.Conn) *Conn {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return nil
@@ -49,13 +49,17 @@ func newRawIO(c net.Conn) *rawIO {
 	if err != nil {
 		return nil
 	}
-	r := &rawIO{rc: rc}
+	r := &Conn{rc: rc}
 	r.rfn = r.readFn
 	r.wfn = r.writeFn
 	return r
 }
 
-func (r *rawIO) Read(p []byte) (int, error) {
+// RawConn is the socket's syscall.RawConn (for the epoll watcher and raw
+// reads of its owner).
+func (r *Conn) RawConn() syscall.RawConn { return r.rc }
+
+func (r *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -66,7 +70,7 @@ func (r *rawIO) Read(p []byte) (int, error) {
 	r.rp = nil
 	r.rmu.Unlock()
 	if err != nil {
-		return 0, unwrapRaw(err)
+		return 0, UnwrapErr(err)
 	}
 	if rerr != 0 {
 		return 0, os.NewSyscallError("read", rerr)
@@ -77,9 +81,9 @@ func (r *rawIO) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (r *rawIO) readFn(fd uintptr) bool {
+func (r *Conn) readFn(fd uintptr) bool {
 	for {
-		n, e := rawRead(fd, r.rp)
+		n, e := Recv(fd, r.rp)
 		switch e {
 		case 0:
 			r.rn = int(n)
@@ -95,7 +99,7 @@ func (r *rawIO) readFn(fd uintptr) bool {
 	}
 }
 
-func (r *rawIO) Write(p []byte) (int, error) {
+func (r *Conn) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -106,7 +110,7 @@ func (r *rawIO) Write(p []byte) (int, error) {
 	r.wp = nil
 	r.wmu.Unlock()
 	if err != nil {
-		return n, unwrapRaw(err)
+		return n, UnwrapErr(err)
 	}
 	if werr != 0 {
 		return n, os.NewSyscallError("write", werr)
@@ -114,7 +118,7 @@ func (r *rawIO) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-func (r *rawIO) writeFn(fd uintptr) bool {
+func (r *Conn) writeFn(fd uintptr) bool {
 	for r.wn < len(r.wp) {
 		n, e := rawWrite(fd, r.wp[r.wn:])
 		switch e {
@@ -131,9 +135,9 @@ func (r *rawIO) writeFn(fd uintptr) bool {
 	return true
 }
 
-// rawRead is recv(2) without the scheduler's syscall bookkeeping; recvfrom
+// Recv is recv(2) without the scheduler's syscall bookkeeping; recvfrom
 // and sendto skip the file layer that read and write go through.
-func rawRead(fd uintptr, p []byte) (int, syscall.Errno) {
+func Recv(fd uintptr, p []byte) (int, syscall.Errno) {
 	n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0, 0, 0)
 	return int(n), e
 }
@@ -145,11 +149,11 @@ func rawWrite(fd uintptr, p []byte) (int, syscall.Errno) {
 	return int(n), e
 }
 
-// unwrapRaw turns RawConn's "raw-read"/"raw-write" OpError into the error a
+// UnwrapErr turns RawConn's "raw-read"/"raw-write" OpError into the error a
 // net.Conn would give, keeping deadline and closed-connection errors
 // recognisable (errors.Is with os.ErrDeadlineExceeded and net.ErrClosed still
 // hold on the result).
-func unwrapRaw(err error) error {
+func UnwrapErr(err error) error {
 	if oe, ok := err.(*net.OpError); ok {
 		switch oe.Op {
 		case "raw-read":
@@ -161,26 +165,23 @@ func unwrapRaw(err error) error {
 	return err
 }
 
-// idleCheck tells whether nothing is waiting to be read on a pooled backend
+// IdleCheck tells whether nothing is waiting to be read on a pooled backend
 // connection: no byte and no end of stream. A connection is reused only when
 // it is silent, so bytes a backend sent after a complete response (a HEAD
 // answer with a body, a second unasked response) never reach the next client
 // as its answer. One recv(2) with MSG_PEEK|MSG_DONTWAIT: nothing is consumed.
 // It is made once per connection so that the check allocates nothing; one
 // goroutine at a time (the pool's taker) uses it.
-type idleCheck struct {
+type IdleCheck struct {
 	raw   syscall.RawConn
 	quiet bool
 	b     [1]byte
 	fn    func(fd uintptr)
 }
 
-// newIdleCheck returns nil when c is not a socket it can look at; such a
+// NewIdleCheck returns nil when c is not a socket it can look at; such a
 // connection is never silent.
-func newIdleCheck(c net.Conn) *idleCheck {
-	if rc, isRaw := c.(*rawConn); isRaw {
-		c = rc.Conn
-	}
+func NewIdleCheck(c net.Conn) *IdleCheck {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return nil
@@ -189,12 +190,12 @@ func newIdleCheck(c net.Conn) *idleCheck {
 	if err != nil {
 		return nil
 	}
-	k := &idleCheck{raw: raw}
+	k := &IdleCheck{raw: raw}
 	k.fn = k.peek
 	return k
 }
 
-func (k *idleCheck) peek(fd uintptr) {
+func (k *IdleCheck) peek(fd uintptr) {
 	for {
 		_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&k.b[0])), 1, syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
 		if e != syscall.EINTR {
@@ -204,7 +205,9 @@ func (k *idleCheck) peek(fd uintptr) {
 	}
 }
 
-func (k *idleCheck) silent() bool {
+// Silent reports whether nothing waits to be read on the connection (false
+// for a nil check).
+func (k *IdleCheck) Silent() bool {
 	if k == nil {
 		return false
 	}
