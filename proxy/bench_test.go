@@ -233,22 +233,3 @@ func TestShortFirstWriteNotDelayed(t *testing.T) {
 		t.Fatalf("sniffing delays short first writes: median %v vs %v", b, a)
 	}
 }
-
-// BenchmarkParseRequestHead: the fast path's request parser on a typical
-// browser request; it must not allocate once its header slice has grown.
-func BenchmarkParseRequestHead(b *testing.B) {
-	head := []byte("GET /assets/app.js?v=3 HTTP/1.1\r\nHost: app.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n" +
-		"Accept: */*\r\nAccept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\nConnection: keep-alive\r\n" +
-		"Referer: https://app.example.com/\r\nCookie: session=0123456789abcdef\r\n\r\n")
-	var hdrs []h1Header
-	b.ReportAllocs()
-	b.SetBytes(int64(len(head)))
-	for i := 0; i < b.N; i++ {
-		n := headEnd(head)
-		req, ok := parseRequestHead(head[:n], hdrs)
-		if !ok {
-			b.Fatal("not plain")
-		}
-		hdrs = req.headers[:0]
-	}
-}

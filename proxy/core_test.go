@@ -45,8 +45,8 @@ func TestPlainCoreIsPlain(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s.watch != nil || (s.http != nil && s.http.fast) || s.rawIO(nil) != nil {
-			t.Errorf("%s: plain core has a fast-path part: watch=%v fast=%v", mode, s.watch != nil, s.http != nil && s.http.fast)
+		if s.watch != nil || (s.http != nil && s.http.fast != nil) || s.rawIO(nil) != nil {
+			t.Errorf("%s: plain core has a fast-path part: watch=%v fast=%v", mode, s.watch != nil, s.http != nil && s.http.fast != nil)
 		}
 		s.Shutdown(context.Background())
 	}
@@ -83,8 +83,11 @@ func TestFastPathImports(t *testing.T) {
 		}
 		return string(out)
 	}
-	if d := deps(); !strings.Contains(d, internal+"rawio") || !strings.Contains(d, internal+"epoll") {
-		t.Errorf("the default build does not link the fast path's packages:\n%s", d)
+	d := deps()
+	for _, pkg := range []string{"rawio", "epoll", "h1", "h1fast", "backpool"} {
+		if !strings.Contains(d, internal+pkg+"\n") {
+			t.Errorf("the default build does not link the fast path's package %s:\n%s", pkg, d)
+		}
 	}
 	if d := deps("-tags", "plaincore"); strings.Contains(d, internal) {
 		t.Errorf("-tags plaincore still links a fast-path package:\n%s", d)

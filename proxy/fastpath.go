@@ -7,10 +7,12 @@ package proxy
 // TestFastPathImports keeps it that way.
 
 import (
+	"crypto/tls"
 	"net"
 	"syscall"
 
 	"github.com/tee-ingress/tee-ingress/proxy/internal/epoll"
+	"github.com/tee-ingress/tee-ingress/proxy/internal/h1fast"
 	"github.com/tee-ingress/tee-ingress/proxy/internal/rawio"
 )
 
@@ -20,21 +22,52 @@ type rawIO = rawio.Conn
 // watcher holds idle tcp-mode connections without goroutines (package epoll).
 type watcher = epoll.Watcher
 
-// idleCheck tells whether a pooled backend connection is silent.
-type idleCheck = rawio.IdleCheck
-
 func newRawIO(c net.Conn) *rawIO { return rawio.New(c) }
 
 func newWatcher() (*watcher, error) { return epoll.New() }
 
-// newIdleCheck looks at the socket under a rawConn wrapper.
-func newIdleCheck(c net.Conn) *idleCheck {
-	if rc, isRaw := c.(*rawConn); isRaw {
-		c = rc.Conn
-	}
-	return rawio.NewIdleCheck(c)
-}
-
 func rawRead(fd uintptr, p []byte) (int, syscall.Errno) { return rawio.Recv(fd, p) }
 
 func unwrapRaw(err error) error { return rawio.UnwrapErr(err) }
+
+// fastH1 is the HTTP/1.1 fast path of http mode (package h1fast).
+type fastH1 = h1fast.Engine
+
+// newFastH1 is f's fast path (the plain-core build has none).
+func newFastH1(f *httpFront) *fastH1 {
+	cfg := &f.s.cfg
+	st := &f.s.stats
+	return h1fast.New(f.s.ctx, h1fast.Config{
+		MaxHeaderBytes:        cfg.MaxHeaderBytes,
+		HeaderTimeout:         cfg.HeaderTimeout,
+		ClientTimeout:         cfg.ClientTimeout,
+		ServerTimeout:         cfg.ServerTimeout,
+		KeepUnderscoreHeaders: cfg.KeepUnderscoreHeaders,
+		AccessLog:             cfg.AccessLog,
+	}, fastHost{f}, f.s.log, h1fast.Counters{
+		Fast: &st.h1Fast, Handoffs: &st.h1Handoffs, ToBackends: &st.toBackends,
+		ToClients: &st.toClients, BackendErrors: &st.backendErrors,
+	})
+}
+
+// serveH1 runs on the connection's goroutine until the connection ends or is
+// handed to the http.Server.
+func (f *httpFront) serveH1(c *trackedConn, tc *tls.Conn, st *tls.ConnectionState) {
+	wd := int64(-1 << 62)
+	timeout := f.s.cfg.ClientTimeout
+	f.fast.Serve(h1fast.Client{
+		TLS:  tc,
+		Conn: c,
+		Write: func(p []byte) error {
+			_, err := c.writeTLS(tc, p, timeout, &wd)
+			return err
+		},
+		CloseWrite: func() { c.closeWrite() },
+		Handoff:    func(pending []byte) { f.handoff(c, tc, st, pending) },
+		IP:         clientIP(c),
+	}, func(abort, kick func()) {
+		f.s.mu.Lock()
+		c.abort, c.kick = abort, kick
+		f.s.mu.Unlock()
+	})
+}

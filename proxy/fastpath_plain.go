@@ -8,6 +8,7 @@ package proxy
 // TestFastPathImports builds it this way.
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"syscall"
@@ -29,7 +30,10 @@ func (*watcher) Add(syscall.RawConn, func()) (uint64, error) { return 0, errors.
 func (*watcher) Cancel(uint64) bool                          { return false }
 func (*watcher) Close()                                      {}
 
-type idleCheck struct{}
+type fastH1 struct{}
 
-func newIdleCheck(net.Conn) *idleCheck { return nil }
-func (*idleCheck) Silent() bool        { return false }
+func newFastH1(*httpFront) *fastH1 { return nil }
+func (*fastH1) Close()             {}
+func (f *httpFront) serveH1(_ *trackedConn, tc *tls.Conn, _ *tls.ConnectionState) {
+	f.deliver(tc)
+}

@@ -29,8 +29,7 @@ type httpFront struct {
 	queue      *connQueue
 	proxies    map[Target]*httputil.ReverseProxy
 	transports []*http.Transport
-	fast       bool     // HTTP/1.1 connections take the fast path (h1.go)
-	pool       backPool // the fast path's backend connections
+	fast       *fastH1 // nil: HTTP/1.1 connections go to net/http too
 
 	// fresh holds the connections net/http has read no request on yet,
 	// with when they arrived (see closeFresh).
@@ -93,7 +92,9 @@ func (s *Server) newHTTPFront() error {
 		ConnContext:       connContext,
 		ConnState:         f.connState,
 	}
-	f.fast = protos.HTTP1() && !cfg.PlainCore
+	if protos.HTTP1() && !cfg.PlainCore {
+		f.fast = newFastH1(f)
+	}
 	s.http = f
 	s.wg.Add(1)
 	go func() {
@@ -174,6 +175,9 @@ type rawConn struct {
 
 func (c *rawConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
 func (c *rawConn) Write(p []byte) (int, error) { return c.r.Write(p) }
+
+// NetConn is the socket, for the backend pool's idle check.
+func (c *rawConn) NetConn() net.Conn { return c.Conn }
 
 // backendTLSConfig is the client configuration for https targets; an empty
 // target leaves ServerName to the transport.
@@ -260,7 +264,11 @@ func (f *httpFront) rewriteHeaders(pr *httputil.ProxyRequest) {
 	}
 }
 
-// prereadChunked reads up to maxFastBody of a chunked HTTP/1.1 request body
+// maxPreread is the largest chunked request body read whole before it is
+// forwarded (the fast path buffers bodies up to the same size).
+const maxPreread = 64 << 10
+
+// prereadChunked reads up to maxPreread of a chunked HTTP/1.1 request body
 // before anything goes to the backend, as nginx buffers request bodies: a
 // malformed body found there is answered 400 and closes the connection,
 // instead of a 502 after the head was already forwarded. A body that ends
@@ -271,7 +279,7 @@ func prereadChunked(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	buf := make([]byte, 0, 4<<10)
-	for len(buf) <= maxFastBody {
+	for len(buf) <= maxPreread {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
 		}
@@ -418,7 +426,9 @@ func (f *httpFront) closeFresh() {
 }
 
 func (f *httpFront) closeIdle() {
-	f.pool.close()
+	if f.fast != nil {
+		f.fast.Close()
+	}
 	for _, t := range f.transports {
 		t.CloseIdleConnections()
 	}

@@ -383,7 +383,7 @@ func (s *Server) handle(c *trackedConn) {
 		return
 	}
 	if s.http != nil {
-		if s.http.fast && st.NegotiatedProtocol != "h2" {
+		if s.http.fast != nil && st.NegotiatedProtocol != "h2" {
 			s.http.serveH1(c, tc, &st)
 		} else {
 			s.http.deliver(tc)

@@ -180,8 +180,12 @@ type IdleCheck struct {
 }
 
 // NewIdleCheck returns nil when c is not a socket it can look at; such a
-// connection is never silent.
+// connection is never silent. A wrapper with a NetConn method (as the proxy's
+// raw-I/O connection has) is looked through.
 func NewIdleCheck(c net.Conn) *IdleCheck {
+	if w, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = w.NetConn()
+	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return nil

@@ -1,4 +1,15 @@
-package proxy
+// Package h1 reads and writes the HTTP/1.1 message heads of http mode's fast
+// path, and follows chunked bodies to find where they end. The parsers accept a strict subset of RFC 9112: anything else is "not plain", and the
+// connection goes to net/http, which answers it as it always did (400, 431,
+// 505...). Being strict here costs nothing in behaviour, and it keeps the
+// framing we decide on identical to what we send: no request smuggling
+// through a disagreement between us and the backend.
+//
+// Everything here works on byte slices of the caller's buffer and allocates
+// nothing once a header slice has grown; FuzzParseRequestHead and
+// FuzzParseResponseHead hold the parsers to net/http's reading of the same
+// bytes.
+package h1
 
 import (
 	"bytes"
@@ -6,47 +17,40 @@ import (
 	"strconv"
 )
 
-// The HTTP/1.1 heads the fast path of http mode (h1.go) reads. The parsers
-// accept a strict subset of RFC 9112: anything else is "not plain", and the
-// connection goes to net/http, which answers it as it always did (400, 431,
-// 505...). Being strict here costs nothing in behaviour, and it keeps the
-// framing we decide on identical to what we send: no request smuggling
-// through a disagreement between us and the backend.
-
-// h1Header is one header line: slices of the buffer the head was read into.
-type h1Header struct {
-	name, value []byte
-	drop        bool // not forwarded (hop-by-hop, or ours to set)
+// Header is one header line: slices of the buffer the head was read into.
+type Header struct {
+	Name, Value []byte
+	Drop        bool // not forwarded (hop-by-hop, or the proxy's to set)
 }
 
-// h1Request is a parsed request head.
-type h1Request struct {
-	method, target, host []byte
-	path                 []byte // target up to '?'
-	contentLength        int64  // -1: no body
-	close                bool   // Connection: close
-	headers              []h1Header
-	// reject, when set, is why the request is answered 400 and the
+// Request is a parsed request head.
+type Request struct {
+	Method, Target, Host []byte
+	Path                 []byte // Target up to '?'
+	ContentLength        int64  // -1: no body
+	Close                bool   // Connection: close
+	Headers              []Header
+	// Reject, when set, is why the request is answered 400 and the
 	// connection closed (RFC 9112 section 6.3: its body length cannot be
 	// determined reliably). ok is then false too.
-	reject string
+	Reject string
 }
 
-// h1Response is a parsed response head.
-type h1Response struct {
-	status        int
-	reason        []byte
-	http10        bool
-	contentLength int64 // -1: not given
-	chunked       bool
-	close         bool // the backend will not take another request
-	headers       []h1Header
+// Response is a parsed response head.
+type Response struct {
+	Status        int
+	Reason        []byte
+	HTTP10        bool
+	ContentLength int64 // -1: not given
+	Chunked       bool
+	Close         bool // the backend will not take another request
+	Headers       []Header
 }
 
-// headEnd returns the length of the head at the start of b, blank line
+// HeadEnd returns the length of the head at the start of b, blank line
 // included, or -1 when b does not hold all of it yet. A line may end in LF
 // alone; the parsers then refuse the head, but it is complete.
-func headEnd(b []byte) int {
+func HeadEnd(b []byte) int {
 	i := 0
 	for {
 		j := bytes.IndexByte(b[i:], '\n')
@@ -124,7 +128,7 @@ func trimOWS(b []byte) []byte {
 }
 
 // parseHeaders reads header lines up to the blank line that ends head.
-func parseHeaders(b []byte, hdrs []h1Header) ([]h1Header, bool) {
+func parseHeaders(b []byte, hdrs []Header) ([]Header, bool) {
 	for {
 		line, rest, ok := nextLine(b)
 		if !ok {
@@ -145,7 +149,7 @@ func parseHeaders(b []byte, hdrs []h1Header) ([]h1Header, bool) {
 		if !isFieldValue(v) {
 			return hdrs, false
 		}
-		hdrs = append(hdrs, h1Header{name: line[:colon], value: v})
+		hdrs = append(hdrs, Header{Name: line[:colon], Value: v})
 	}
 }
 
@@ -256,13 +260,13 @@ func eachToken(v []byte, fn func([]byte) bool) bool {
 	return true
 }
 
-// parseRequestHead parses a complete head (headEnd's length). ok is false
+// ParseRequestHead parses a complete head (HeadEnd's length). ok is false
 // for anything outside the plain subset: absolute-form or asterisk targets,
 // versions other than HTTP/1.1, CONNECT, upgrades, Expect, Transfer-Encoding
 // (chunked request bodies go to net/http too), TE, Trailer, a missing,
 // repeated or malformed Host, a repeated or malformed Content-Length, and
 // Connection options other than close and keep-alive.
-func parseRequestHead(head []byte, hdrs []h1Header) (req h1Request, ok bool) {
+func ParseRequestHead(head []byte, hdrs []Header) (req Request, ok bool) {
 	line, rest, ok := nextLine(head)
 	if !ok {
 		return req, false
@@ -271,55 +275,55 @@ func parseRequestHead(head []byte, hdrs []h1Header) (req h1Request, ok bool) {
 	if sp < 0 {
 		return req, false
 	}
-	req.method = line[:sp]
+	req.Method = line[:sp]
 	line = line[sp+1:]
 	sp = bytes.IndexByte(line, ' ')
 	if sp < 0 || string(line[sp+1:]) != "HTTP/1.1" {
 		return req, false
 	}
-	req.target = line[:sp]
-	if !isToken(req.method) || string(req.method) == "CONNECT" || string(req.method) == "PRI" {
+	req.Target = line[:sp]
+	if !isToken(req.Method) || string(req.Method) == "CONNECT" || string(req.Method) == "PRI" {
 		return req, false
 	}
-	if req.path, ok = plainTarget(req.target); !ok {
+	if req.Path, ok = plainTarget(req.Target); !ok {
 		return req, false
 	}
-	if req.headers, ok = parseHeaders(rest, hdrs[:0]); !ok {
+	if req.Headers, ok = parseHeaders(rest, hdrs[:0]); !ok {
 		return req, false
 	}
-	req.contentLength = -1
+	req.ContentLength = -1
 	hosts, clCount := 0, 0
 	notPlain := false
 	var lastCoding []byte // the last transfer coding, over every Transfer-Encoding line
-	for i := range req.headers {
-		h := &req.headers[i]
-		n := h.name
+	for i := range req.Headers {
+		h := &req.Headers[i]
+		n := h.Name
 		switch {
 		case equalFold(n, "host"):
 			hosts++
-			req.host = h.value
-			h.drop = true // written first, as the Transport does
+			req.Host = h.Value
+			h.Drop = true // written first, as the Transport does
 		case equalFold(n, "content-length"):
 			clCount++
 			if clCount > 1 {
 				notPlain = true // net/http takes repeated equal values
 				continue
 			}
-			if req.contentLength, ok = parseContentLength(h.value); !ok {
+			if req.ContentLength, ok = parseContentLength(h.Value); !ok {
 				return req, false
 			}
 		case equalFold(n, "transfer-encoding"):
 			notPlain = true // chunked request bodies go to net/http
-			eachToken(h.value, func(t []byte) bool { lastCoding = t; return true })
+			eachToken(h.Value, func(t []byte) bool { lastCoding = t; return true })
 			if lastCoding == nil {
 				lastCoding = []byte{}
 			}
 		case equalFold(n, "connection"):
-			h.drop = true
-			if !eachToken(h.value, func(t []byte) bool {
+			h.Drop = true
+			if !eachToken(h.Value, func(t []byte) bool {
 				switch {
 				case equalFold(t, "close"):
-					req.close = true
+					req.Close = true
 				case equalFold(t, "keep-alive"):
 				default:
 					return false
@@ -336,28 +340,28 @@ func parseRequestHead(head []byte, hdrs []h1Header) (req h1Request, ok bool) {
 			equalFold(n, "x-forwarded-for"), equalFold(n, "x-forwarded-host"),
 			equalFold(n, "x-forwarded-proto"), equalFold(n, "forwarded"), equalFold(n, "x-real-ip"):
 			// Hop-by-hop, or ours to set: dropped as ReverseProxy drops them.
-			h.drop = true
+			h.Drop = true
 		}
 	}
 	// RFC 9112 section 6.3: with both framings, or a coding after chunked,
 	// the end of the body is ambiguous between us and whatever sent it.
 	switch {
 	case lastCoding != nil && clCount > 0:
-		req.reject = "both Content-Length and Transfer-Encoding"
+		req.Reject = "both Content-Length and Transfer-Encoding"
 		return req, false
 	case lastCoding != nil && !equalFold(lastCoding, "chunked"):
-		req.reject = "a Transfer-Encoding whose last coding is not chunked"
+		req.Reject = "a Transfer-Encoding whose last coding is not chunked"
 		return req, false
 	}
-	if notPlain || hosts != 1 || !validHost(req.host) {
+	if notPlain || hosts != 1 || !validHost(req.Host) {
 		return req, false
 	}
 	return req, true
 }
 
-// parseResponseHead parses a backend's response head; ok is false when it is
+// ParseResponseHead parses a backend's response head; ok is false when it is
 // malformed or its framing is ambiguous (the client then gets 502).
-func parseResponseHead(head []byte, hdrs []h1Header) (resp h1Response, ok bool) {
+func ParseResponseHead(head []byte, hdrs []Header) (resp Response, ok bool) {
 	line, rest, ok := nextLine(head)
 	if !ok || len(line) < 12 {
 		return resp, false
@@ -365,7 +369,7 @@ func parseResponseHead(head []byte, hdrs []h1Header) (resp h1Response, ok bool) 
 	switch string(line[:9]) {
 	case "HTTP/1.1 ":
 	case "HTTP/1.0 ":
-		resp.http10 = true
+		resp.HTTP10 = true
 	default:
 		return resp, false
 	}
@@ -373,41 +377,41 @@ func parseResponseHead(head []byte, hdrs []h1Header) (resp h1Response, ok bool) 
 	if code[0] < '1' || code[0] > '5' || code[1] < '0' || code[1] > '9' || code[2] < '0' || code[2] > '9' {
 		return resp, false
 	}
-	resp.status = int(code[0]-'0')*100 + int(code[1]-'0')*10 + int(code[2]-'0')
+	resp.Status = int(code[0]-'0')*100 + int(code[1]-'0')*10 + int(code[2]-'0')
 	if len(line) > 12 {
 		if line[12] != ' ' || !isFieldValue(line[13:]) {
 			return resp, false
 		}
-		resp.reason = line[13:]
+		resp.Reason = line[13:]
 	}
-	if resp.headers, ok = parseHeaders(rest, hdrs[:0]); !ok {
+	if resp.Headers, ok = parseHeaders(rest, hdrs[:0]); !ok {
 		return resp, false
 	}
-	resp.contentLength = -1
+	resp.ContentLength = -1
 	keepAlive := false
-	for i := range resp.headers {
-		h := &resp.headers[i]
-		n := h.name
+	for i := range resp.Headers {
+		h := &resp.Headers[i]
+		n := h.Name
 		switch {
 		case equalFold(n, "content-length"):
-			cl, ok := parseContentLength(h.value)
-			if !ok || resp.contentLength >= 0 && cl != resp.contentLength {
+			cl, ok := parseContentLength(h.Value)
+			if !ok || resp.ContentLength >= 0 && cl != resp.ContentLength {
 				return resp, false
 			}
-			if resp.contentLength >= 0 {
-				h.drop = true // an identical repeat
+			if resp.ContentLength >= 0 {
+				h.Drop = true // an identical repeat
 			}
-			resp.contentLength = cl
+			resp.ContentLength = cl
 		case equalFold(n, "transfer-encoding"):
-			if resp.chunked || !equalFold(h.value, "chunked") {
+			if resp.Chunked || !equalFold(h.Value, "chunked") {
 				return resp, false // codings we would have to undo
 			}
-			resp.chunked = true
+			resp.Chunked = true
 		case equalFold(n, "connection"):
-			h.drop = true
-			eachToken(h.value, func(t []byte) bool {
+			h.Drop = true
+			eachToken(h.Value, func(t []byte) bool {
 				if equalFold(t, "close") {
-					resp.close = true
+					resp.Close = true
 				} else if equalFold(t, "keep-alive") {
 					keepAlive = true
 				}
@@ -415,36 +419,36 @@ func parseResponseHead(head []byte, hdrs []h1Header) (resp h1Response, ok bool) 
 			})
 		case equalFold(n, "keep-alive"), equalFold(n, "proxy-connection"), equalFold(n, "upgrade"),
 			equalFold(n, "te"), equalFold(n, "proxy-authenticate"):
-			h.drop = true
+			h.Drop = true
 		}
 	}
-	if resp.chunked && resp.http10 {
+	if resp.Chunked && resp.HTTP10 {
 		return resp, false // RFC 9112 6.1: faulty; net/http would read it until the close
 	}
-	if resp.chunked && resp.contentLength >= 0 {
+	if resp.Chunked && resp.ContentLength >= 0 {
 		// Transfer-Encoding wins (RFC 9112 6.3); the length is not sent on.
-		for i := range resp.headers {
-			if equalFold(resp.headers[i].name, "content-length") {
-				resp.headers[i].drop = true
+		for i := range resp.Headers {
+			if equalFold(resp.Headers[i].Name, "content-length") {
+				resp.Headers[i].Drop = true
 			}
 		}
-		resp.contentLength = -1
+		resp.ContentLength = -1
 	}
-	if resp.http10 && !keepAlive {
-		resp.close = true
+	if resp.HTTP10 && !keepAlive {
+		resp.Close = true
 	}
 	return resp, true
 }
 
-// noBody reports whether a response to method with status has no body,
+// NoBody reports whether a response to method with status has no body,
 // whatever its headers say.
-func noBody(method []byte, status int) bool {
+func NoBody(method []byte, status int) bool {
 	return status/100 == 1 || status == 204 || status == 304 || string(method) == "HEAD"
 }
 
-// chunkedReader follows a chunked body as its bytes stream past, to find
+// ChunkedReader follows a chunked body as its bytes stream past, to find
 // where it ends; the bytes themselves are forwarded as they are.
-type chunkedReader struct {
+type ChunkedReader struct {
 	state int
 	size  int64 // bytes left in the current chunk's data
 	line  int   // length of the size or trailer line so far
@@ -467,10 +471,13 @@ const (
 // maxChunkLine bounds a chunk-size or trailer line.
 const maxChunkLine = 4096
 
-// feed consumes b; it returns how many bytes belong to the body (less than
+// Data is how many chunk-data bytes were seen: the body without its framing.
+func (c *ChunkedReader) Data() int64 { return c.data }
+
+// Feed consumes b; it returns how many bytes belong to the body (less than
 // len(b) only when the body ended) and whether the body is complete. An
 // error means the body is malformed.
-func (c *chunkedReader) feed(b []byte) (int, bool, error) {
+func (c *ChunkedReader) Feed(b []byte) (int, bool, error) {
 	for i := 0; i < len(b); i++ {
 		ch := b[i]
 		switch c.state {
@@ -560,11 +567,19 @@ func (c *chunkedReader) feed(b []byte) (int, bool, error) {
 
 var errChunked = errors.New("malformed chunked encoding from the backend")
 
-// appendStatusLine writes "HTTP/1.1 <status> <reason>\r\n".
-func appendStatusLine(b []byte, status int, reason []byte) []byte {
+// AppendStatusLine writes "HTTP/1.1 <status> <reason>\r\n".
+func AppendStatusLine(b []byte, status int, reason []byte) []byte {
 	b = append(b, "HTTP/1.1 "...)
 	b = strconv.AppendInt(b, int64(status), 10)
 	b = append(b, ' ')
 	b = append(b, reason...)
+	return append(b, "\r\n"...)
+}
+
+// AppendHeader appends one header line.
+func AppendHeader(b []byte, hd Header) []byte {
+	b = append(b, hd.Name...)
+	b = append(b, ": "...)
+	b = append(b, hd.Value...)
 	return append(b, "\r\n"...)
 }
