@@ -129,17 +129,39 @@ func (x *tcpSession) handoffToBackend(br *bufio.Reader, r *evidenceReader) {
 	x.clientPump(pending)
 }
 
-// serveEvidenceRequest runs the evidence handler for one request and reports
-// whether the connection may carry another one.
+// serveEvidenceRequest runs the evidence handler for one request, writes its
+// response with http.Response.Write, and reports whether the connection may
+// carry another request. The handler runs on a goroutine of its own so that a
+// response too large to buffer streams: its writes block until Response.Write
+// has sent them.
 func (x *tcpSession) serveEvidenceRequest(req *http.Request) bool {
 	x.s.stats.evidence.Add(1)
 	req = req.WithContext(x.s.ctx)
 	req.RemoteAddr = x.client.RemoteAddr().String()
 	req.TLS = x.state
-	w := &h1Writer{x: x, req: req, header: make(http.Header)}
+	w := newEvidenceWriter(req)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer w.handlerReturned()
+		defer func() {
+			if r := recover(); r != nil {
+				x.s.log.Error("panic in the evidence handler", "path", req.URL.Path, "panic", fmt.Sprint(r))
+				w.failed = true
+			}
+		}()
+		x.s.cfg.Evidence.ServeHTTP(w, req)
+	}()
+	<-w.decided
 	x.client.SetWriteDeadline(time.Now().Add(x.s.cfg.ClientTimeout))
-	x.s.cfg.Evidence.ServeHTTP(w, req)
-	if err := w.finish(); err != nil {
+	resp := w.response()
+	err := resp.Write(x.tc)
+	w.pr.CloseWithError(errors.Join(err, io.ErrClosedPipe)) // a handler still writing stops
+	<-done
+	if err == nil && w.failed {
+		err = errors.New("the evidence handler panicked")
+	}
+	if err != nil {
 		x.s.log.Debug("writing evidence response", "remote", req.RemoteAddr, "err", err)
 		return false
 	}
@@ -148,7 +170,7 @@ func (x *tcpSession) serveEvidenceRequest(req *http.Request) bool {
 	if err != nil || n > maxEvidenceBody {
 		return false
 	}
-	return !w.closeAfter
+	return !resp.Close
 }
 
 // writeSimpleResponse answers a request we could not parse.
@@ -159,154 +181,132 @@ func (x *tcpSession) writeSimpleResponse(status int) {
 		status, text, len(text)+1, text)
 }
 
-// h1Writer is the http.ResponseWriter for evidence requests on tcp-mode
-// connections. Responses up to respBufferLimit are sent in one write with a
-// Content-Length; larger ones stream, chunked for HTTP/1.1.
-type h1Writer struct {
-	x          *tcpSession
-	req        *http.Request
-	header     http.Header
-	status     int
-	buf        []byte
-	wroteHead  bool // status line and headers are on the wire
-	chunked    bool
-	closeAfter bool
-	bodyLen    int64
-	err        error
+// evidenceWriter is the http.ResponseWriter for evidence requests on
+// tcp-mode connections. A response whose body fits respBufferLimit is sent
+// with a Content-Length; a larger one streams through a pipe, chunked for
+// HTTP/1.1. decided is closed once the head can be written: the handler
+// returned, or its body outgrew the buffer.
+type evidenceWriter struct {
+	req       *http.Request
+	header    http.Header
+	status    int
+	buf       []byte
+	written   int64 // body bytes the handler wrote (HEAD: counted, not kept)
+	streaming bool
+	sent      http.Header // the header as it was when decided closed
+	decided   chan struct{}
+	pr        *io.PipeReader
+	pw        *io.PipeWriter
+	failed    bool // the handler panicked
 }
 
-var _ http.ResponseWriter = (*h1Writer)(nil)
+func newEvidenceWriter(req *http.Request) *evidenceWriter {
+	w := &evidenceWriter{req: req, header: make(http.Header), decided: make(chan struct{})}
+	w.pr, w.pw = io.Pipe()
+	return w
+}
 
-func (w *h1Writer) Header() http.Header { return w.header }
+func (w *evidenceWriter) Header() http.Header { return w.header }
 
-func (w *h1Writer) WriteHeader(code int) {
+func (w *evidenceWriter) WriteHeader(code int) {
 	if w.status != 0 || code < 200 || code > 999 {
 		return // informational responses are not passed on
 	}
 	w.status = code
 }
 
+// sniffLen is what http.DetectContentType looks at.
+const sniffLen = 512
+
 func bodyAllowed(status int) bool {
 	return status != http.StatusNoContent && status != http.StatusNotModified
 }
 
-func (w *h1Writer) Write(p []byte) (int, error) {
+func (w *evidenceWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
 	if !bodyAllowed(w.status) {
 		return 0, http.ErrBodyNotAllowed
 	}
-	if w.err != nil {
-		return 0, w.err
-	}
-	w.bodyLen += int64(len(p))
+	w.written += int64(len(p))
 	if w.req.Method == http.MethodHead {
-		return len(p), nil
-	}
-	if !w.wroteHead && len(w.buf)+len(p) <= respBufferLimit {
-		w.buf = append(w.buf, p...)
-		return len(p), nil
-	}
-	if !w.wroteHead {
-		if w.err = w.writeHead(false); w.err != nil {
-			return 0, w.err
+		if n := sniffLen - len(w.buf); n > 0 { // for Content-Type, never sent
+			w.buf = append(w.buf, p[:min(n, len(p))]...)
 		}
+		return len(p), nil
 	}
-	w.err = w.writeBody(p)
-	if w.err != nil {
-		return 0, w.err
+	if w.streaming {
+		return w.pw.Write(p)
+	}
+	w.buf = append(w.buf, p...)
+	if len(w.buf) > respBufferLimit {
+		w.streaming = true
+		w.decide()
 	}
 	return len(p), nil
 }
 
-// writeHead sends the status line and headers, with the buffered body when
-// final (the handler has returned).
-func (w *h1Writer) writeHead(final bool) error {
-	w.wroteHead = true
-	h := w.header
-	if w.req.Close || h.Get("Connection") == "close" {
-		w.closeAfter = true
+// handlerReturned ends the body, or lets the head go out.
+func (w *evidenceWriter) handlerReturned() {
+	if w.streaming {
+		w.pw.Close()
+		return
 	}
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	w.decide()
+}
+
+// decide lets the head go out with the header as it is now: later changes
+// by the handler are ignored, as net/http's server ignores them.
+func (w *evidenceWriter) decide() {
+	w.sent = w.header.Clone()
+	close(w.decided)
+}
+
+// response is what the handler answered, once decided is closed: the
+// framing is Response.Write's, the defaults (Content-Type sniffed, Date,
+// HTTP/1.0 keep-alive) are net/http's server's.
+func (w *evidenceWriter) response() *http.Response {
+	h, req := w.sent, w.req
 	if h.Get("Content-Type") == "" && len(w.buf) > 0 && bodyAllowed(w.status) {
 		h.Set("Content-Type", http.DetectContentType(w.buf))
 	}
 	if h.Get("Date") == "" {
 		h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
 	}
+	resp := &http.Response{
+		StatusCode: w.status, ProtoMajor: 1, ProtoMinor: 1, Header: h, Request: req,
+		Close: req.Close || h.Get("Connection") == "close",
+	}
+	declared, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64)
+	if err != nil {
+		declared = -1
+	}
 	switch {
 	case !bodyAllowed(w.status):
-		h.Del("Content-Length")
-	case h.Get("Content-Length") != "":
-	case w.req.Method == http.MethodHead:
-		if w.bodyLen > 0 {
-			h.Set("Content-Length", strconv.FormatInt(w.bodyLen, 10))
-		}
-	case final:
-		h.Set("Content-Length", strconv.FormatInt(w.bodyLen, 10))
-	case w.req.ProtoAtLeast(1, 1):
-		w.chunked = true
-		h.Set("Transfer-Encoding", "chunked")
+	case req.Method == http.MethodHead:
+		// The length a GET would get. net/http's server sends none for a
+		// body it did not buffer, but Response.Write cannot leave it out
+		// without closing the connection.
+		resp.ContentLength = max(declared, w.written)
+	case !w.streaming:
+		resp.ContentLength, resp.Body = int64(len(w.buf)), io.NopCloser(bytes.NewReader(w.buf))
 	default:
-		w.closeAfter = true // HTTP/1.0: the body ends with the connection
+		resp.ContentLength = declared
+		resp.Body = io.NopCloser(io.MultiReader(bytes.NewReader(w.buf), w.pr))
+		if declared < 0 && req.ProtoAtLeast(1, 1) {
+			resp.TransferEncoding = []string{"chunked"}
+		} else if declared < 0 {
+			resp.Close = true // HTTP/1.0: the body ends with the connection
+		}
 	}
-	switch {
-	case w.closeAfter:
+	if resp.Close {
 		h.Set("Connection", "close")
-	case !w.req.ProtoAtLeast(1, 1):
+	} else if !req.ProtoAtLeast(1, 1) {
 		h.Set("Connection", "keep-alive")
 	}
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\n", w.status, http.StatusText(w.status))
-	h.Write(&b)
-	b.WriteString("\r\n")
-	if w.req.Method != http.MethodHead && bodyAllowed(w.status) {
-		if w.chunked && len(w.buf) > 0 {
-			fmt.Fprintf(&b, "%x\r\n", len(w.buf))
-			b.Write(w.buf)
-			b.WriteString("\r\n")
-		} else {
-			b.Write(w.buf)
-		}
-	}
-	w.buf = nil
-	_, err := w.x.tc.Write(b.Bytes())
-	return err
-}
-
-func (w *h1Writer) writeBody(p []byte) error {
-	if !w.chunked {
-		_, err := w.x.tc.Write(p)
-		return err
-	}
-	b := make([]byte, 0, len(p)+16)
-	b = fmt.Appendf(b, "%x\r\n", len(p))
-	b = append(b, p...)
-	b = append(b, "\r\n"...)
-	_, err := w.x.tc.Write(b)
-	return err
-}
-
-// finish completes the response after the handler returned.
-func (w *h1Writer) finish() error {
-	if w.err != nil {
-		return w.err
-	}
-	if w.status == 0 {
-		w.WriteHeader(http.StatusOK)
-	}
-	if !w.wroteHead {
-		return w.writeHead(true)
-	}
-	if w.chunked {
-		_, err := io.WriteString(w.x.tc, "0\r\n\r\n")
-		return err
-	}
-	if w.closeAfter {
-		return nil
-	}
-	if cl := w.header.Get("Content-Length"); cl != "" && cl != strconv.FormatInt(w.bodyLen, 10) && w.req.Method != http.MethodHead {
-		return errors.New("evidence handler wrote a body that disagrees with its Content-Length")
-	}
-	return nil
+	return resp
 }
