@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/tee-ingress/tee-ingress/internal/dnsname"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -34,6 +33,8 @@ import (
 
 	"github.com/tee-ingress/tee-ingress/dnsread"
 	"github.com/tee-ingress/tee-ingress/internal/atomicfile"
+	"github.com/tee-ingress/tee-ingress/internal/dnsname"
+	"github.com/tee-ingress/tee-ingress/internal/fielderr"
 )
 
 // Let's Encrypt directories, and the issuer domain their CAA records name.
@@ -234,32 +235,32 @@ type Event struct {
 // New validates cfg and returns a Manager. It does not contact the CA.
 func New(cfg Config) (*Manager, error) {
 	if cfg.Keys == nil {
-		return nil, errors.New("acme: no account key source (set ACME_ACCOUNT_KEY to kms or file)")
+		return nil, &fielderr.Error{Field: "Keys", Problem: "no account key source", Accepted: "a KMS or file key source"}
 	}
 	if cfg.StateDir == "" {
-		return nil, errors.New("acme: no state directory (set STATE_DIR)")
+		return nil, &fielderr.Error{Field: "StateDir", Problem: "no state directory", Accepted: "a writable directory"}
 	}
 	switch cfg.Challenge {
 	case "":
 		cfg.Challenge = DNS01
 	case DNS01, TLSALPN01, DNSPersist01:
 	default:
-		return nil, fmt.Errorf("acme: challenge type %q not supported (accepted: dns-01, tls-alpn-01, dns-persist-01)", cfg.Challenge)
+		return nil, &fielderr.Error{Field: "Challenge", Value: string(cfg.Challenge), Problem: "not a supported challenge type", Accepted: "dns-01, tls-alpn-01 or dns-persist-01"}
 	}
 	if cfg.Solver == nil && cfg.Challenge != DNSPersist01 {
-		return nil, errors.New("acme: no challenge solver configured")
+		return nil, &fielderr.Error{Field: "Solver", Problem: "no challenge solver for " + string(cfg.Challenge), Accepted: "a solver, unless the challenge is dns-persist-01"}
 	}
 	if cfg.DirectoryURL == "" {
 		cfg.DirectoryURL = LetsEncryptProduction
 	}
 	if !strings.HasPrefix(cfg.DirectoryURL, "https://") {
-		return nil, fmt.Errorf("acme: directory URL %q is not https (set ACME_DIRECTORY to an https:// URL)", cfg.DirectoryURL)
+		return nil, &fielderr.Error{Field: "DirectoryURL", Value: cfg.DirectoryURL, Problem: "not https", Accepted: "an https:// ACME directory URL"}
 	}
 	if cfg.EAB != nil && (cfg.EAB.KID == "" || cfg.EAB.HMAC == "") {
-		return nil, errors.New("acme: external account binding needs both ACME_EAB_KID and ACME_EAB_HMAC")
+		return nil, &fielderr.Error{Field: "EAB", Problem: "external account binding needs both a key id and an HMAC key", Accepted: "both KID and HMAC, or no EAB"}
 	}
 	if cfg.RenewBefore < 0 {
-		return nil, fmt.Errorf("acme: renewal window %s is negative (set RENEW_DAYS_BEFORE to a positive number of days)", cfg.RenewBefore)
+		return nil, &fielderr.Error{Field: "RenewBefore", Value: cfg.RenewBefore.String(), Problem: "negative renewal window", Accepted: "a positive duration"}
 	}
 	if cfg.KeyType == "" {
 		cfg.KeyType = certcrypto.EC256
@@ -442,7 +443,7 @@ func (m *Manager) resolveAccount(client *lego.Client) (*registration.Resource, e
 			return nil, fmt.Errorf("acme: looking up account by key at %s: %w", m.cfg.DirectoryURL, err)
 		}
 		if m.dir.Meta.ExternalAccountRequired && m.cfg.EAB == nil {
-			return nil, fmt.Errorf("acme: %s requires external account binding (set ACME_EAB_KID and ACME_EAB_HMAC)", m.cfg.DirectoryURL)
+			return nil, &fielderr.Error{Field: "EAB", Problem: m.cfg.DirectoryURL + " requires external account binding", Accepted: "the key id and HMAC key the CA issued"}
 		}
 		if m.cfg.EAB != nil {
 			reg, err = client.Registration.RegisterWithExternalAccountBinding(registration.RegisterEABOptions{
@@ -465,21 +466,21 @@ func (m *Manager) resolveAccount(client *lego.Client) (*registration.Resource, e
 // state directory.
 func (m *Manager) storeAccount(reg *registration.Resource, key crypto.Signer) error {
 	if err := os.MkdirAll(m.stateAt, 0o700); err != nil {
-		return fmt.Errorf("acme: creating state directory (check STATE_DIR): %w", err)
+		return fmt.Errorf("acme: creating state directory (check the state directory): %w", err)
 	}
 	pub, err := PublicAccountJSON(reg)
 	if err != nil {
 		return fmt.Errorf("acme: encoding account: %w", err)
 	}
 	if err := atomicfile.WriteFile(filepath.Join(m.stateAt, "account.json"), pub, 0o644); err != nil {
-		return fmt.Errorf("acme: storing account (check STATE_DIR): %w", err)
+		return fmt.Errorf("acme: storing account (check the state directory): %w", err)
 	}
 	fp, err := keyFingerprint(key)
 	if err != nil {
 		return err
 	}
 	if err := atomicfile.WriteFile(filepath.Join(m.stateAt, "account.key.sha256"), []byte(fp+"\n"), 0o644); err != nil {
-		return fmt.Errorf("acme: storing account (check STATE_DIR): %w", err)
+		return fmt.Errorf("acme: storing account (check the state directory): %w", err)
 	}
 	return nil
 }
@@ -576,7 +577,7 @@ func (m *Manager) caaIssuerLocked() (string, error) {
 	if len(m.dir.Meta.CAAIdentities) > 0 {
 		return m.dir.Meta.CAAIdentities[0], nil
 	}
-	return "", fmt.Errorf("acme: the CA at %s names no caaIdentities, so SET_CAA cannot know the issuer domain", m.cfg.DirectoryURL)
+	return "", &fielderr.Error{Field: "CAA", Problem: "the CA at " + m.cfg.DirectoryURL + " names no caaIdentities, so the CAA issuer domain is unknown", Accepted: "a CAA issuer domain (CAAIssuer), or no CAA"}
 }
 
 // Ensure returns a certificate for exactly domains: the stored one when it is
@@ -589,7 +590,7 @@ func (m *Manager) Ensure(ctx context.Context, domains []string) (*Certificate, e
 	if m.cfg.Challenge == TLSALPN01 {
 		for _, d := range domains {
 			if strings.HasPrefix(d, "*.") {
-				return nil, fmt.Errorf("acme: wildcard domain %q needs CHALLENGE_TYPE=dns-01 (tls-alpn-01 cannot validate wildcards)", d)
+				return nil, &fielderr.Error{Field: "Challenge", Value: string(TLSALPN01), Problem: "cannot validate the wildcard " + d, Accepted: "dns-01 or dns-persist-01 for wildcards"}
 			}
 		}
 	}
@@ -813,7 +814,7 @@ func (m *Manager) orderLocked(ctx context.Context, domains []string, replacing *
 	// the disk says. Dropping it would cost another order, counted
 	// against the CA's duplicate limit and logged in CT, for nothing.
 	if err := m.store(domains, data); err != nil {
-		m.log.Error("storing the new certificate failed; it is served from memory and the write is retried (free space in STATE_DIR)",
+		m.log.Error("storing the new certificate failed; it is served from memory and the write is retried (free space in the state directory)",
 			"domain", domains[0], "err", err)
 	}
 	m.put(domains, c, true)
@@ -859,10 +860,10 @@ func (m *Manager) store(domains []string, data []byte) error {
 func (m *Manager) writeCert(name string, data []byte) error {
 	dir := filepath.Join(m.stateAt, "certs")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("acme: creating %s (check STATE_DIR): %w", dir, err)
+		return fmt.Errorf("acme: creating %s (check the state directory): %w", dir, err)
 	}
 	if err := atomicfile.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-		return fmt.Errorf("acme: storing %s (check STATE_DIR): %w", filepath.Join(dir, name), err)
+		return fmt.Errorf("acme: storing %s (check the state directory): %w", filepath.Join(dir, name), err)
 	}
 	return nil
 }
@@ -893,11 +894,11 @@ const minFreeBytes = 256 << 10
 func (m *Manager) checkRoom() error {
 	dir := filepath.Join(m.stateAt, "certs")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("acme: creating %s (check STATE_DIR): %w", dir, err)
+		return fmt.Errorf("acme: creating %s (check the state directory): %w", dir, err)
 	}
 	f, err := os.CreateTemp(dir, ".room-*")
 	if err != nil {
-		return fmt.Errorf("acme: STATE_DIR is not writable, not ordering: %w", err)
+		return fmt.Errorf("acme: the state directory is not writable, not ordering: %w", err)
 	}
 	defer os.Remove(f.Name())
 	_, err = f.Write(make([]byte, minFreeBytes))
@@ -908,7 +909,7 @@ func (m *Manager) checkRoom() error {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("acme: STATE_DIR %s has no room for %d KiB, not ordering (free space there): %w", dir, minFreeBytes>>10, err)
+		return fmt.Errorf("acme: the state directory %s has no room for %d KiB, not ordering (free space there): %w", dir, minFreeBytes>>10, err)
 	}
 	return nil
 }

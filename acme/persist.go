@@ -14,6 +14,7 @@ import (
 	"github.com/go-acme/lego/v4/certificate"
 
 	"github.com/tee-ingress/tee-ingress/dnsread"
+	"github.com/tee-ingress/tee-ingress/internal/fielderr"
 )
 
 // dns-persist-01: lego v4 has no solver for it, so the order is driven
@@ -131,8 +132,9 @@ func (m *Manager) validatePersist(ctx context.Context, authzURL string) error {
 		for _, c := range authz.Challenges {
 			offered = append(offered, c.Type)
 		}
-		return fmt.Errorf("the CA offers no dns-persist-01 challenge for %s (it offers %s): use CHALLENGE_TYPE=dns-01 with this CA",
-			authz.Identifier.Value, strings.Join(offered, ", "))
+		return &fielderr.Error{Field: "Challenge", Value: string(DNSPersist01),
+			Problem:  fmt.Sprintf("the CA offers no dns-persist-01 challenge for %s (it offers %s)", authz.Identifier.Value, strings.Join(offered, ", ")),
+			Accepted: "dns-01 with this CA"}
 	}
 	if _, err := m.core.Challenges.New(authz.Challenges[i].URL); err != nil {
 		return fmt.Errorf("accepting the dns-persist-01 challenge for %s: %w", authz.Identifier.Value, err)

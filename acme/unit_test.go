@@ -3,12 +3,15 @@ package acme
 import (
 	"context"
 	"crypto/ecdsa"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tee-ingress/tee-ingress/internal/fielderr"
 )
 
 func TestFileKeySourceCreatesPrivateFileAndReloadsSameKey(t *testing.T) {
@@ -95,20 +98,23 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	keys := &FileKeySource{Path: filepath.Join(t.TempDir(), "k")}
 	solver := noSolver{}
 	cases := map[string]struct {
-		cfg  Config
-		want string
+		cfg   Config
+		field string // the Config field the *fielderr.Error names
+		want  string
 	}{
-		"no keys":       {Config{StateDir: "/x", Solver: solver}, "ACME_ACCOUNT_KEY"},
-		"no state":      {Config{Keys: keys, Solver: solver}, "STATE_DIR"},
-		"no solver":     {Config{Keys: keys, StateDir: "/x"}, "solver"},
-		"bad challenge": {Config{Keys: keys, StateDir: "/x", Solver: solver, Challenge: "http-01"}, "accepted: dns-01, tls-alpn-01"},
-		"http dir":      {Config{Keys: keys, StateDir: "/x", Solver: solver, DirectoryURL: "http://ca/dir"}, "ACME_DIRECTORY"},
-		"half eab":      {Config{Keys: keys, StateDir: "/x", Solver: solver, EAB: &EAB{KID: "k"}}, "ACME_EAB_HMAC"},
-		"neg window":    {Config{Keys: keys, StateDir: "/x", Solver: solver, RenewBefore: -time.Hour}, "RENEW_DAYS_BEFORE"},
+		"no keys":       {Config{StateDir: "/x", Solver: solver}, "Keys", "no account key source"},
+		"no state":      {Config{Keys: keys, Solver: solver}, "StateDir", "no state directory"},
+		"no solver":     {Config{Keys: keys, StateDir: "/x"}, "Solver", "no challenge solver"},
+		"bad challenge": {Config{Keys: keys, StateDir: "/x", Solver: solver, Challenge: "http-01"}, "Challenge", "want dns-01, tls-alpn-01 or dns-persist-01"},
+		"http dir":      {Config{Keys: keys, StateDir: "/x", Solver: solver, DirectoryURL: "http://ca/dir"}, "DirectoryURL", "not https"},
+		"half eab":      {Config{Keys: keys, StateDir: "/x", Solver: solver, EAB: &EAB{KID: "k"}}, "EAB", "both a key id and an HMAC key"},
+		"neg window":    {Config{Keys: keys, StateDir: "/x", Solver: solver, RenewBefore: -time.Hour}, "RenewBefore", "negative renewal window"},
 	}
 	for name, c := range cases {
-		if _, err := New(c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s: error %v, want it to mention %q", name, err, c.want)
+		_, err := New(c.cfg)
+		var fe *fielderr.Error
+		if !errors.As(err, &fe) || fe.Field != c.field || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want a field error for %s mentioning %q", name, err, c.field, c.want)
 		}
 	}
 }
@@ -167,7 +173,7 @@ func TestEnsureRefusesBadDomainsBeforeContactingTheCA(t *testing.T) {
 		domains []string
 		want    string
 	}{
-		"wildcard with tls-alpn-01": {[]string{"*.example.test"}, "CHALLENGE_TYPE=dns-01"},
+		"wildcard with tls-alpn-01": {[]string{"*.example.test"}, "cannot validate the wildcard *.example.test"},
 		"invalid name":              {[]string{"exa mple.test"}, `character " "`},
 		"duplicate":                 {[]string{"a.example.test", "a.example.test"}, "listed twice"},
 		"none":                      {nil, "no domains"},

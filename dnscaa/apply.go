@@ -12,6 +12,7 @@ import (
 	"github.com/libdns/libdns"
 
 	"github.com/tee-ingress/tee-ingress/dnsread"
+	"github.com/tee-ingress/tee-ingress/internal/fielderr"
 )
 
 // ApplyOptions configure Preview and Apply.
@@ -241,7 +242,7 @@ func zoneChanges(zone string, want []planned, existing []Record, siblings bool) 
 						return nil, fmt.Errorf("cannot create the gateway CNAME for %s at %s: it holds CAA records, and this DNS provider does not keep other records beside a CNAME", w.domain, w.Name)
 					}
 				default:
-					return nil, fmt.Errorf("cannot create the gateway CNAME for %s at %s: it also holds %s records, and a CNAME must be alone at its name (remove them, or leave GATEWAY_DOMAIN unset and route the name yourself)", w.domain, w.Name, e.Type)
+					return nil, fmt.Errorf("cannot create the gateway CNAME for %s at %s: it also holds %s records, and a CNAME must be alone at its name (remove them, or set no gateway domain and route the name yourself)", w.domain, w.Name, e.Type)
 				}
 			case kindRouting:
 				if e.Type == TypeTXT {
@@ -261,10 +262,12 @@ func zoneChanges(zone string, want []planned, existing []Record, siblings bool) 
 			}
 		}
 		if w.kind == kindAlias && fqdn(w.Name) == fqdn(zone) {
-			return nil, fmt.Errorf("cannot create the gateway CNAME for %s: %s is the apex of zone %s, where SOA and NS records live (serve a name below the apex, or leave GATEWAY_DOMAIN unset)", w.domain, w.Name, unfqdn(zone))
+			return nil, &fielderr.Error{Field: "GatewayDomain", Problem: fmt.Sprintf("cannot create the gateway CNAME for %s: %s is the apex of zone %s, where SOA and NS records live", w.domain, w.Name, unfqdn(zone)),
+				Accepted: "a name below the apex, or no gateway domain"}
 		}
 		if w.kind == kindCAA && aliasAt[w.Name] && !siblings {
-			return nil, fmt.Errorf("SET_CAA: cannot pin CAA for %s at %s: the gateway CNAME is there too, and this DNS provider does not keep a CAA record beside a CNAME (Cloudflare does); set SET_CAA=false, serve a wildcard, or use DELEGATION_ZONE on Cloudflare", w.domain, w.Name)
+			return nil, &fielderr.Error{Field: "CAA", Problem: fmt.Sprintf("cannot pin CAA for %s at %s: the gateway CNAME is there too, and this DNS provider does not keep a CAA record beside a CNAME (Cloudflare does)", w.domain, w.Name),
+				Accepted: "no CAA, a wildcard name, or a delegation zone on Cloudflare"}
 		}
 		if have {
 			changes = append(changes, Change{Action: ActionKeep, Zone: zone, Record: w.Record, Why: w.kind.String() + " of " + w.domain})

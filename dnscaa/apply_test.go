@@ -244,8 +244,8 @@ func TestApplyProviderWithoutCNAMESiblings(t *testing.T) {
 	env := newCFEnv(t, 5*time.Second, "example.test")
 	env.client.cnameSiblings = false
 	_, err := Apply(context.Background(), env.client, gatewayPlan(t), ApplyOptions{Resolver: env.resolver()})
-	if err == nil || !strings.Contains(err.Error(), "SET_CAA") || !strings.Contains(err.Error(), "app.example.test") {
-		t.Fatalf("err = %v, want a SET_CAA error naming the domain", err)
+	if !isField(err, "CAA") || !strings.Contains(err.Error(), "app.example.test") {
+		t.Fatalf("err = %v, want a CAA field error naming the domain", err)
 	}
 	if w := env.writes(); len(w) != 0 {
 		t.Errorf("wrote before failing: %v", w)
@@ -449,8 +449,8 @@ func TestApplyNoZone(t *testing.T) {
 		t.Fatalf("err = %v, want the name and the zones seen", err)
 	}
 	_, err = Apply(context.Background(), env.client, p, ApplyOptions{Zone: "example.test"})
-	if err == nil || !strings.Contains(err.Error(), "DNS_ZONE") {
-		t.Fatalf("err = %v, want a DNS_ZONE error", err)
+	if !isField(err, "Zone") || !strings.Contains(err.Error(), "does not contain app.other.test") {
+		t.Fatalf("err = %v, want a Zone field error", err)
 	}
 	if !errors.Is(err, err) || len(env.writes()) != 0 {
 		t.Error("wrote")

@@ -17,6 +17,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/tee-ingress/tee-ingress/dnsread"
+	"github.com/tee-ingress/tee-ingress/internal/fielderr"
 )
 
 // Defaults of ChallengeOptions.
@@ -121,16 +122,16 @@ func NewChallengeProvider(p Provider, opts ChallengeOptions) (*ChallengeProvider
 		return nil, errors.New("dns-01: no DNS provider")
 	}
 	if opts.DelegationZone != "" {
-		z, err := parseHostname("DELEGATION_ZONE", opts.DelegationZone, false)
+		z, err := parseHostname("the delegation zone", opts.DelegationZone, false)
 		if err != nil {
-			return nil, err
+			return nil, &fielderr.Error{Field: "DelegationZone", Value: opts.DelegationZone, Err: err}
 		}
 		opts.DelegationZone = z
 	}
 	if opts.Zone != "" {
-		z, err := parseHostname("DNS_ZONE", opts.Zone, true)
+		z, err := parseHostname("the DNS zone", opts.Zone, true)
 		if err != nil {
-			return nil, err
+			return nil, &fielderr.Error{Field: "Zone", Value: opts.Zone, Err: err}
 		}
 		opts.Zone = z
 	}
@@ -232,7 +233,8 @@ func (cp *ChallengeProvider) target(ctx context.Context, domain string) (name, z
 			return "", "", err
 		}
 		if end != name {
-			return "", "", fmt.Errorf("DELEGATION_ZONE is set but %s does not lead to %s (create: %s CNAME %s)", base, name, base, name)
+			return "", "", &fielderr.Error{Field: "DelegationZone", Value: cp.opts.DelegationZone,
+				Problem: fmt.Sprintf("%s does not lead to %s", base, name), Accepted: fmt.Sprintf("a zone reached by %s CNAME %s (create it)", base, name)}
 		}
 		return name, fqdn(cp.opts.DelegationZone), nil
 	}

@@ -327,7 +327,7 @@ func TestChallengeBadInput(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Step != StepPresent || !errors.Is(err, ErrInvalidName) {
 		t.Fatalf("err = %v", err)
 	}
-	if _, err := NewChallengeProvider(env.client, ChallengeOptions{DelegationZone: "x"}); err == nil || !strings.Contains(err.Error(), "DELEGATION_ZONE") {
+	if _, err := NewChallengeProvider(env.client, ChallengeOptions{DelegationZone: "x"}); !isField(err, "DelegationZone") {
 		t.Errorf("bad delegation zone: %v", err)
 	}
 	if _, err := NewChallengeProvider(nil, ChallengeOptions{}); err == nil {

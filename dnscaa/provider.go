@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/libdns/libdns"
+
+	"github.com/tee-ingress/tee-ingress/internal/fielderr"
 )
 
 // Provider is what this package needs from a DNS provider: read a zone, add
@@ -233,7 +235,7 @@ func (e *redactedError) Unwrap() error { return e.err }
 
 // ProviderConfig selects and configures a DNS provider.
 type ProviderConfig struct {
-	// Name is DNS_PROVIDER: "cloudflare", "route53", "linode", "namecheap",
+	// Name is the provider: "cloudflare", "route53", "linode", "namecheap",
 	// "rfc2136" or "auto". Empty means "auto": the first provider, in the
 	// order of Providers, whose detecting variable is set.
 	Name string
@@ -258,7 +260,8 @@ type ProviderConfig struct {
 	namecheapEndpoint string
 }
 
-// ErrConfig is wrapped by every configuration error from NewProvider.
+// ErrConfig is wrapped by every configuration error from NewProvider, with a
+// *fielderr.Error naming the field Name.
 var ErrConfig = errors.New("dns provider configuration")
 
 // NewProvider builds the provider cfg names from its credential variables.
@@ -290,8 +293,9 @@ func NewProvider(cfg ProviderConfig) (*Client, error) {
 			for _, s := range providerSpecs {
 				vars = append(vars, s.detect)
 			}
-			return nil, fmt.Errorf("%w: DNS_PROVIDER is auto but no provider credentials are set: set one of %s, or set DNS_PROVIDER to one of %s",
-				ErrConfig, strings.Join(vars, ", "), strings.Join(Providers(), ", "))
+			return nil, fmt.Errorf("%w: %w", ErrConfig, &fielderr.Error{Field: "Name", Value: "auto",
+				Problem:  "no provider credentials are set: set one of " + strings.Join(vars, ", "),
+				Accepted: "a provider whose credentials are set, or one of " + strings.Join(Providers(), ", ")})
 		}
 	default:
 		for i := range providerSpecs {
@@ -300,8 +304,8 @@ func NewProvider(cfg ProviderConfig) (*Client, error) {
 			}
 		}
 		if spec == nil {
-			return nil, fmt.Errorf("%w: DNS_PROVIDER=%q is not a known provider (accepted: %s, auto)",
-				ErrConfig, cfg.Name, strings.Join(Providers(), ", "))
+			return nil, fmt.Errorf("%w: %w", ErrConfig, &fielderr.Error{Field: "Name", Value: cfg.Name,
+				Problem: "not a known provider", Accepted: strings.Join(Providers(), ", ") + " or auto"})
 		}
 	}
 	vals := map[string]string{}
@@ -314,8 +318,8 @@ func NewProvider(cfg ProviderConfig) (*Client, error) {
 		vals[k] = v
 	}
 	if len(missing) > 0 {
-		return nil, fmt.Errorf("%w: DNS_PROVIDER=%s needs %s set (required: %s)",
-			ErrConfig, spec.name, strings.Join(missing, ", "), strings.Join(spec.required, ", "))
+		return nil, fmt.Errorf("%w: %w", ErrConfig, &fielderr.Error{Field: "Name", Value: spec.name,
+			Problem: "needs " + strings.Join(missing, ", ") + " set", Accepted: "all of " + strings.Join(spec.required, ", ") + " set"})
 	}
 	for _, k := range spec.optional {
 		vals[k] = lookup(k)
@@ -329,7 +333,9 @@ func NewProvider(cfg ProviderConfig) (*Client, error) {
 	c := NewClient(spec.name, nil, cfg.CallTimeout, cfg.Logger, secrets...)
 	p, err := spec.build(vals, cfg, c)
 	if err != nil {
-		return nil, c.redact(fmt.Errorf("%w: DNS_PROVIDER=%s: %w", ErrConfig, spec.name, err))
+		// The credential error is redacted before it is wrapped: a caller
+		// unwrapping the field error still never sees a secret.
+		return nil, fmt.Errorf("%w: %w", ErrConfig, &fielderr.Error{Field: "Name", Value: spec.name, Err: c.redact(err)})
 	}
 	c.p = p
 	c.observe = cfg.Observer

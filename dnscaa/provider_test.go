@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/tee-ingress/tee-ingress/internal/syncbuf"
 	"log"
 	"log/slog"
 	"strings"
@@ -12,6 +11,9 @@ import (
 	"time"
 
 	"github.com/libdns/libdns"
+
+	"github.com/tee-ingress/tee-ingress/internal/fielderr"
+	"github.com/tee-ingress/tee-ingress/internal/syncbuf"
 )
 
 func TestNewProviderSelection(t *testing.T) {
@@ -74,9 +76,9 @@ func TestNewProviderSelection(t *testing.T) {
 		vars map[string]string
 		want []string
 	}{
-		{"unknown", all, []string{`DNS_PROVIDER="unknown"`, "cloudflare, linode, namecheap, route53, rfc2136, auto"}},
+		{"unknown", all, []string{`Name="unknown"`, "cloudflare, linode, namecheap, route53, rfc2136 or auto"}},
 		{"auto", map[string]string{"CLOUDFLARE_API_TOKEN": ""}, []string{"auto", "CLOUDFLARE_API_TOKEN, LINODE_API_TOKEN, NAMECHEAP_API_KEY, AWS_ACCESS_KEY_ID, RFC2136_NAMESERVER"}},
-		{"cloudflare", nil, []string{"DNS_PROVIDER=cloudflare", "CLOUDFLARE_API_TOKEN"}},
+		{"cloudflare", nil, []string{`Name="cloudflare"`, "CLOUDFLARE_API_TOKEN"}},
 		{"namecheap", map[string]string{"NAMECHEAP_API_KEY": "k0123456"}, []string{"NAMECHEAP_USERNAME, NAMECHEAP_CLIENT_IP"}},
 		{"namecheap", without("x"), nil}, // fine
 		{"route53", map[string]string{"AWS_ACCESS_KEY_ID": "AKIA"}, []string{"AWS_SECRET_ACCESS_KEY"}},
@@ -90,7 +92,7 @@ func TestNewProviderSelection(t *testing.T) {
 			}
 			continue
 		}
-		if err == nil || !errors.Is(err, ErrConfig) {
+		if err == nil || !errors.Is(err, ErrConfig) || !isField(err, "Name") {
 			t.Errorf("%s %v: err = %v, want ErrConfig", c.name, c.vars, err)
 			continue
 		}
@@ -125,6 +127,16 @@ func TestNewProviderBadValues(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), secret) {
 			t.Errorf("%s: error leaks the secret: %v", c.name, err)
+		}
+		// What cmd/ingress reports: the field error, renamed.
+		renamed := fielderr.Rename(err, map[string]string{"Name": "DNS_PROVIDER"})
+		if !strings.HasPrefix(renamed.Error(), "DNS_PROVIDER=") || strings.Contains(renamed.Error(), secret) {
+			t.Errorf("%s: renamed error %q", c.name, renamed)
+		}
+		for e := error(renamed); e != nil; e = errors.Unwrap(e) {
+			if strings.Contains(e.Error(), secret) {
+				t.Errorf("%s: an error inside leaks the secret: %T %v", c.name, e, e)
+			}
 		}
 	}
 
@@ -232,4 +244,10 @@ func TestClient(t *testing.T) {
 	if strings.Contains(err.Error(), "[redacted]b") {
 		t.Error("short secret redacted")
 	}
+}
+
+// isField: err is a *fielderr.Error for field.
+func isField(err error, field string) bool {
+	var fe *fielderr.Error
+	return errors.As(err, &fe) && fe.Field == field
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/libdns/libdns"
 
 	"github.com/tee-ingress/tee-ingress/dnsread"
+	"github.com/tee-ingress/tee-ingress/internal/fielderr"
 )
 
 // FindZone returns the zone, as an FQDN with the trailing dot, in which the
@@ -36,12 +37,13 @@ type zoneFinder struct {
 
 func (f *zoneFinder) find(ctx context.Context, name, explicit string) (string, error) {
 	if explicit != "" {
-		z, err := parseHostname("DNS_ZONE", explicit, true)
+		z, err := parseHostname("the DNS zone", explicit, true)
 		if err != nil {
-			return "", err
+			return "", &fielderr.Error{Field: "Zone", Value: explicit, Err: err}
 		}
 		if !inZone(name, z) {
-			return "", fmt.Errorf("DNS_ZONE=%s does not contain %s (set it to the zone that holds the name, or leave it unset to discover the zone)", z, unfqdn(name))
+			return "", &fielderr.Error{Field: "Zone", Value: z, Problem: "does not contain " + unfqdn(name),
+				Accepted: "the zone that holds the name, or none to discover it"}
 		}
 		return fqdn(z), nil
 	}
@@ -80,7 +82,7 @@ func (f *zoneFinder) find(ctx context.Context, name, explicit string) (string, e
 	}
 	z, err := f.r.ZoneBySOA(ctx, name)
 	if err != nil {
-		return "", fmt.Errorf("%w (or set DNS_ZONE)", err)
+		return "", &fielderr.Error{Field: "Zone", Problem: "the zone could not be discovered", Accepted: "the zone that holds the name", Err: err}
 	}
 	return z, nil
 }

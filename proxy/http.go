@@ -205,8 +205,8 @@ func (f *httpFront) deliver(tc net.Conn) {
 
 func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := f.s
-	s.handlers.Add(1)
-	defer s.handlers.Add(-1)
+	s.handlers.add()
+	defer s.handlers.done()
 	if r.TLS == nil {
 		// Handed over by the fast path (prefixConn).
 		r.TLS, _ = r.Context().Value(tlsStateKey{}).(*tls.ConnectionState)

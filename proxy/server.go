@@ -69,7 +69,7 @@ type Server struct {
 	drained   chan struct{} // closed when conns is empty after Shutdown started
 	drainOnce sync.Once
 	closeOnce sync.Once
-	handlers  atomic.Int64 // http-mode handlers running
+	handlers  handlerCount // http-mode handlers running
 	wg        sync.WaitGroup
 }
 
@@ -490,15 +490,53 @@ func (s *Server) closeAll() {
 // connections (websockets): they end once their connection is closed, and
 // nothing we started may outlive Shutdown.
 func (s *Server) waitHandlers() {
-	if s.handlers.Load() > 0 {
-		t := time.NewTicker(time.Millisecond)
-		deadline := time.Now().Add(5 * time.Second)
-		for s.handlers.Load() > 0 && time.Now().Before(deadline) {
-			<-t.C
-		}
-		t.Stop()
-		if n := s.handlers.Load(); n > 0 {
-			s.log.Warn("http handlers still running after their connections were closed", "handlers", n)
-		}
+	if n := s.handlers.wait(5 * time.Second); n > 0 {
+		s.log.Warn("http handlers still running after their connections were closed", "handlers", n)
 	}
+}
+
+// handlerCount counts running handlers; wait is woken by the last one to
+// end instead of polling.
+type handlerCount struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed when n drops to 0; made by a waiter
+}
+
+func (h *handlerCount) add() {
+	h.mu.Lock()
+	h.n++
+	h.mu.Unlock()
+}
+
+func (h *handlerCount) done() {
+	h.mu.Lock()
+	if h.n--; h.n == 0 && h.zero != nil {
+		close(h.zero)
+		h.zero = nil
+	}
+	h.mu.Unlock()
+}
+
+// wait returns once no handler runs, or after d, with how many still run.
+func (h *handlerCount) wait(d time.Duration) int {
+	h.mu.Lock()
+	if h.n == 0 {
+		h.mu.Unlock()
+		return 0
+	}
+	if h.zero == nil {
+		h.zero = make(chan struct{})
+	}
+	zero := h.zero
+	h.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-zero:
+	case <-t.C:
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n
 }

@@ -1024,7 +1024,7 @@ func parseDNS(s *settings, c *Config) error {
 		}
 		c.DNSZone = z.Name
 	}
-	provName, provSrc := s.get("dns-provider")
+	provName, _ := s.get("dns-provider")
 	cfg := dnscaa.ProviderConfig{Name: provName, Lookup: s.lookup, CallTimeout: 30 * time.Second}
 	hc, err := cloudflareHook(s)
 	if err != nil {
@@ -1034,7 +1034,7 @@ func parseDNS(s *settings, c *Config) error {
 	p, err := dnscaa.NewProvider(cfg)
 	if serr := parseDNSSetup(s, c, err == nil); serr != nil {
 		if mode, _ := s.get("dns-setup-mode"); err != nil && (c.Challenge == acme.DNS01 || strings.EqualFold(mode, dnsModeAPI)) {
-			return providerError(err, s, c, provSrc)
+			return providerError(err, s, c)
 		}
 		return serr
 	}
@@ -1042,7 +1042,7 @@ func parseDNS(s *settings, c *Config) error {
 		return nil // the operator writes every record: no provider is used
 	}
 	if err != nil {
-		return providerError(err, s, c, provSrc)
+		return providerError(err, s, c)
 	}
 	c.DNS, c.DNSProvider = p, cfg
 	return nil
@@ -1061,11 +1061,24 @@ var planFields = map[string]string{
 	"CAA": "SET_CAA", "DelegationZone": "DELEGATION_ZONE", "AppID": "the app id (from the dstack guest agent)",
 }
 
-func providerError(err error, s *settings, c *Config, provSrc string) error {
-	msg := strings.TrimPrefix(err.Error(), dnscaa.ErrConfig.Error()+": ")
-	if provSrc == "--dns-provider" && s.set["dns-provider"] {
-		msg = strings.Replace(msg, "DNS_PROVIDER", "--dns-provider", 1)
+// acmeFields names acme.Config's fields as the operator sets them.
+var acmeFields = map[string]string{
+	"Keys": "ACME_ACCOUNT_KEY", "StateDir": "STATE_DIR", "Challenge": "CHALLENGE_TYPE", "Solver": "CHALLENGE_TYPE",
+	"DirectoryURL": "ACME_DIRECTORY", "EAB": "ACME_EAB_KID", "RenewBefore": "RENEW_DAYS_BEFORE", "CAA": "SET_CAA",
+}
+
+// challengeFields names dnscaa.ChallengeOptions' fields (and ApplyOptions'
+// Zone) as the operator sets them.
+var challengeFields = map[string]string{"Zone": "DNS_ZONE", "DelegationZone": "DELEGATION_ZONE"}
+
+// providerError reports a dnscaa.NewProvider error under the name the
+// operator gave the provider by, and says why a provider is needed.
+func providerError(err error, s *settings, c *Config) error {
+	name := "DNS_PROVIDER"
+	if s.set["dns-provider"] {
+		name = "--dns-provider"
 	}
+	msg := fielderr.Rename(err, map[string]string{"Name": name}).Error()
 	switch {
 	case c.Challenge == acme.DNS01:
 		return configErrorf("%s (CHALLENGE_TYPE=dns-01 writes the challenge through the DNS provider)", msg)

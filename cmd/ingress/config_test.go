@@ -605,6 +605,8 @@ func TestFieldNames(t *testing.T) {
 	}{
 		{reflect.TypeFor[proxy.Config](), proxyFields},
 		{reflect.TypeFor[dnscaa.PlanConfig](), planFields},
+		{reflect.TypeFor[acme.Config](), acmeFields},
+		{reflect.TypeFor[dnscaa.ChallengeOptions](), challengeFields},
 	} {
 		for field, name := range c.names {
 			if _, ok := c.typ.FieldByName(field); !ok {

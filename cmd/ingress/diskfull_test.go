@@ -133,7 +133,7 @@ func TestStateDirFullBeforeOrder(t *testing.T) {
 	// Room for the account's files (a few KiB), not for an order's margin.
 	filler := fill(t, state, 32<<10)
 	p := startIngress(t, bin, env, "--listen", "127.0.0.1:0")
-	p.waitLog(regexpMust(`msg="certificate attempt failed.*STATE_DIR .* has no room`), 60*time.Second)
+	p.waitLog(regexpMust(`msg="certificate attempt failed.*state directory .* has no room`), 60*time.Second)
 	if n := w.ca.Orders(); n != 0 {
 		t.Fatalf("%d orders with a full STATE_DIR, want 0", n)
 	}

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/tee-ingress/tee-ingress/internal/fielderr"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -31,6 +30,7 @@ import (
 	"github.com/tee-ingress/tee-ingress/evidence"
 	"github.com/tee-ingress/tee-ingress/evidence/agent"
 	"github.com/tee-ingress/tee-ingress/internal/dirlock"
+	"github.com/tee-ingress/tee-ingress/internal/fielderr"
 	"github.com/tee-ingress/tee-ingress/internal/wait"
 	"github.com/tee-ingress/tee-ingress/proxy"
 )
@@ -421,7 +421,7 @@ func (d *daemon) prepare() error {
 		Shared: shared,
 	})
 	if err != nil {
-		return err
+		return fielderr.Rename(err, acmeFields)
 	}
 	d.mgr = m
 	return nil
@@ -441,7 +441,7 @@ func (d *daemon) solver(resolver *dnsread.Resolver) (challenge.Provider, []dns01
 			CheckServers: cfg.DNSResolvers, Logger: d.log.With("component", "dns-01")}
 		cp, err := dnscaa.NewChallengeProvider(d.dns, opts)
 		if err != nil {
-			return nil, nil, fmt.Errorf("dns-01 solver: %w", err)
+			return nil, nil, fmt.Errorf("dns-01 solver: %w", fielderr.Rename(err, challengeFields))
 		}
 		solver = cp
 		// The provider waits for propagation itself; lego's own check
@@ -726,7 +726,7 @@ func (d *daemon) applyDNS(ctx context.Context) error {
 	changes, err := dnscaa.Apply(ctx, d.dns, plan, opts)
 	d.dnsMu.Unlock()
 	if err != nil {
-		return err
+		return fielderr.Rename(fielderr.Rename(err, planFields), challengeFields)
 	}
 	n := 0
 	for _, c := range changes {
