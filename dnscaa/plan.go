@@ -209,11 +209,11 @@ func parsePlanInputs(cfg PlanConfig) (planInputs, error) {
 // all with TTL 60. Every error names the setting that is wrong and what it
 // accepts.
 func NewPlan(cfg PlanConfig) (*Plan, error) {
-	in0, err := parsePlanInputs(cfg)
+	inputs, err := parsePlanInputs(cfg)
 	if err != nil {
 		return nil, err
 	}
-	domains, prefix, gateway, txt, caa, zone := in0.domains, in0.prefix, in0.gateway, in0.txt, in0.caa, in0.zone
+	domains, prefix, gateway, txt, caa, zone := inputs.domains, inputs.prefix, inputs.gateway, inputs.txt, inputs.caa, inputs.zone
 	p := &Plan{delegation: zone}
 	// in maps a served name to where its record lives.
 	in := func(name string) string {
