@@ -230,6 +230,10 @@ func TestH1ResponseFraming(t *testing.T) {
 		{"backend closes", "GET", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", 0, "ok", "", false, false},
 		{"HTTP/1.0 backend", "GET", "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", 0, "ok", "", false, false},
 		{"until close", "GET", "HTTP/1.1 200 OK\r\n\r\nstream until close", 0, "stream until close", "", false, true},
+		// Past the first read's 16 KiB: the head, then the body.
+		{"large head", "GET", "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("h", 30<<10) + "\r\nContent-Length: 2\r\n\r\nok", 0, "ok", "", true, false},
+		{"large body", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + strings.Repeat("b", 100000), 0, strings.Repeat("b", 100000), "", true, false},
+		{"large chunked body", "GET", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n186a0\r\n" + strings.Repeat("c", 100000) + "\r\n0\r\n\r\n", 0, strings.Repeat("c", 100000), "", true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// Two responses per backend connection when it stays open.

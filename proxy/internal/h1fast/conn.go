@@ -23,17 +23,25 @@ const (
 	// early cannot leave us blocked writing, and a stale pooled connection
 	// can be retried). Larger bodies go to net/http, which streams them.
 	MaxBody = 64 << 10
-	// backBufSize is what one read from a backend takes (four TLS records'
-	// worth of plaintext); it also bounds a backend's response head.
-	backBufSize = 64 << 10
+	// headBufSize is the first read of a response: its head and, for most
+	// responses, the whole body (one TLS record's worth).
+	headBufSize = 16 << 10
+	// bodyBufSize is each read of a body that did not fit: four records,
+	// sent to the client in one write. It also bounds a response head.
+	bodyBufSize = 64 << 10
 	// wireBufSize is what a pooled request or response-head buffer may grow
-	// to and still be kept.
-	wireBufSize = backBufSize + 4*64
+	// to and still be kept; they start at wireBufStart.
+	wireBufSize  = bodyBufSize + 4*64
+	wireBufStart = 2 << 10
 )
 
+// Buffers are taken for a request in flight only: an idle keep-alive
+// connection holds its 4 KiB request buffer and nothing else. Most
+// responses never take the 64 KiB body buffer.
 var (
-	backBufPool = sync.Pool{New: func() any { b := make([]byte, backBufSize); return &b }}
-	wirePool    = sync.Pool{New: func() any { b := make([]byte, 0, wireBufSize); return &b }}
+	headBufPool = sync.Pool{New: func() any { b := make([]byte, headBufSize); return &b }}
+	bodyBufPool = sync.Pool{New: func() any { b := make([]byte, bodyBufSize); return &b }}
+	wirePool    = sync.Pool{New: func() any { b := make([]byte, 0, wireBufStart); return &b }}
 )
 
 // conn is one client connection on the fast path.

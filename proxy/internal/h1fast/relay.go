@@ -18,8 +18,8 @@ import (
 // A pooled connection the backend closed while idle is retried once on a
 // new one (the request went nowhere: the backend sent nothing back).
 func (h *conn) roundTrip(req *h1.Request, addr string, wire []byte, bodyLen int) (bool, error) {
-	rb := backBufPool.Get().(*[]byte)
-	defer backBufPool.Put(rb)
+	rb := headBufPool.Get().(*[]byte)
+	defer headBufPool.Put(rb)
 	for attempt := 0; ; attempt++ {
 		bc, reused, err := h.e.pool.Get(h.e.ctx, addr)
 		if err != nil {
@@ -78,7 +78,7 @@ func (h *conn) exchange(req *h1.Request, bc *backpool.Conn, wire, rb []byte) (ke
 		return false, false, err
 	}
 	bc.SetReadDeadline(time.Now().Add(h.e.cfg.ServerTimeout))
-	resp, n, have, sent, err := h.readResponseHead(bc, rb)
+	resp, rb, n, have, sent, err := h.readResponseHead(bc, rb)
 	if err != nil {
 		return false, sent, err
 	}
@@ -105,6 +105,11 @@ func (h *conn) exchange(req *h1.Request, bc *backpool.Conn, wire, rb []byte) (ke
 	h.e.stats.ToClients.Add(uint64(payload))
 	h.status, h.sent = resp.Status, payload
 	if !done {
+		if !body.known || body.ch != nil || body.remain > int64(len(rb)) {
+			big := bodyBufPool.Get().(*[]byte)
+			defer bodyBufPool.Put(big)
+			rb = *big
+		}
 		more, err := h.copyBody(bc, rb, &body)
 		if err != nil {
 			return false, true, err
@@ -120,16 +125,20 @@ func (h *conn) exchange(req *h1.Request, bc *backpool.Conn, wire, rb []byte) (ke
 }
 
 // readResponseHead reads the response head into rb, passing any 1xx
-// responses on to the client (sent then says so). The head is rb[:n]; the
-// bytes after it up to rb[:have] are the start of the body.
-func (h *conn) readResponseHead(bc *backpool.Conn, rb []byte) (resp h1.Response, n, have int, sent bool, err error) {
+// responses on to the client (sent then says so). The head is out[:n], out
+// being rb or, for a head larger than rb, a larger buffer; the bytes after
+// it up to out[:have] are the start of the body.
+func (h *conn) readResponseHead(bc *backpool.Conn, rb []byte) (resp h1.Response, out []byte, n, have int, sent bool, err error) {
 	for {
 		for {
 			if n = h1.HeadEnd(rb[:have]); n >= 0 {
 				break
 			}
+			if have == len(rb) && len(rb) >= bodyBufSize {
+				return resp, rb, 0, 0, sent, errors.New("the backend's response head is larger than 64 KiB")
+			}
 			if have == len(rb) {
-				return resp, 0, 0, sent, errors.New("the backend's response head is larger than 64 KiB")
+				rb = append(make([]byte, 0, bodyBufSize), rb...)[:bodyBufSize]
 			}
 			m, err := bc.Read(rb[have:])
 			have += m
@@ -137,24 +146,24 @@ func (h *conn) readResponseHead(bc *backpool.Conn, rb []byte) (resp h1.Response,
 				if have == 0 && !sent && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)) {
 					err = errNoResponse
 				}
-				return resp, 0, 0, sent, err
+				return resp, rb, 0, 0, sent, err
 			}
 		}
 		var ok bool
 		resp, ok = h1.ParseResponseHead(rb[:n], h.respHdrs)
 		h.respHdrs = resp.Headers[:0]
 		if !ok {
-			return resp, 0, 0, sent, errors.New("malformed response head from the backend")
+			return resp, rb, 0, 0, sent, errors.New("malformed response head from the backend")
 		}
 		if resp.Status == 101 {
-			return resp, 0, 0, sent, errors.New("the backend switched protocols unasked")
+			return resp, rb, 0, 0, sent, errors.New("the backend switched protocols unasked")
 		}
 		if resp.Status >= 200 {
-			return resp, n, have, sent, nil
+			return resp, rb, n, have, sent, nil
 		}
 		// 1xx (100, 103): forwarded, then the real response follows.
 		if err := h.writeClient(h.appendHead(nil, &resp, false)); err != nil {
-			return resp, 0, 0, true, errClientWrite
+			return resp, rb, 0, 0, true, errClientWrite
 		}
 		sent = true
 		have = copy(rb, rb[n:have])
