@@ -6,6 +6,7 @@ import (
 	"github.com/tee-ingress/tee-ingress/internal/fielderr"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -102,6 +103,19 @@ type Config struct {
 	// mode pools backend connections and sends X-Forwarded-For instead). False:
 	// no header.
 	ProxyProtocol bool
+	// ProxyProtocolIn requires a PROXY protocol header (v2 or v1) at the start
+	// of every client connection, before TLS, as the dstack gateway sends when
+	// the app's compose marks the port "pp": the client's address in it is
+	// the connection's from then on (X-Forwarded-For, the PROXY header to
+	// backends, access logs, the evidence handler's r.RemoteAddr). A
+	// connection whose header is missing, malformed, or late past
+	// HandshakeTimeout is closed and counted in Stats.ProxyHeaderRefused.
+	// False: no header is read (one would fail the TLS handshake).
+	ProxyProtocolIn bool
+	// ProxyProtocolFrom are the peers allowed to send that header; a
+	// connection from elsewhere is closed and counted. Empty: any peer (in
+	// dstack only the gateway reaches the port).
+	ProxyProtocolFrom []netip.Prefix
 
 	// BackendTLS is the client configuration for https:// targets; ServerName
 	// defaults to the target's host. Nil: system roots, TLS 1.2 minimum.

@@ -32,12 +32,17 @@ type Stats struct {
 	// counted). Evidence is not counted.
 	BytesToBackends uint64
 	BytesToClients  uint64
+	// ProxyHeaderRefused counts connections closed for their inbound PROXY
+	// protocol header (Config.ProxyProtocolIn): missing, malformed, late, or
+	// from a peer not in ProxyProtocolFrom.
+	ProxyHeaderRefused uint64
 }
 
 type counters struct {
 	accepted, refused, handshakeErrors, challenges, unrouted, backendErrors, evidence atomic.Uint64
 	active                                                                            atomic.Int64
 	toBackends, toClients                                                             atomic.Uint64
+	proxyHeaderRefused                                                                atomic.Uint64
 	// The http fast path: requests it answered, connections it handed to
 	// net/http (for tests and benchmarks; not part of Stats).
 	h1Fast, h1Handoffs atomic.Uint64
@@ -166,6 +171,8 @@ func (s *Server) Stats() Stats {
 		Active:           s.stats.active.Load(),
 		BytesToBackends:  s.stats.toBackends.Load(),
 		BytesToClients:   s.stats.toClients.Load(),
+
+		ProxyHeaderRefused: s.stats.proxyHeaderRefused.Load(),
 	}
 }
 
@@ -276,6 +283,18 @@ type trackedConn struct {
 
 	wmu    sync.Mutex
 	gather *[]byte // non-nil while gathering
+
+	// client is the address an inbound PROXY header gave (nil: the peer's).
+	client net.Addr
+}
+
+// RemoteAddr is the client's address: the one the inbound PROXY header
+// carried, else the peer's.
+func (c *trackedConn) RemoteAddr() net.Addr {
+	if c.client != nil {
+		return c.client
+	}
+	return c.Conn.RemoteAddr()
 }
 
 func (c *trackedConn) Read(p []byte) (int, error) {
@@ -366,8 +385,16 @@ func (c *trackedConn) closeWrite() error {
 
 func (s *Server) handle(c *trackedConn) {
 	defer s.wg.Done()
-	tc := tls.Server(c, s.tlsConf)
 	c.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	if s.cfg.ProxyProtocolIn {
+		if err := s.readProxyHeader(c); err != nil {
+			s.stats.proxyHeaderRefused.Add(1)
+			s.log.Info("connection refused: inbound PROXY protocol header", "peer", c.Conn.RemoteAddr().String(), "err", err)
+			c.Close()
+			return
+		}
+	}
+	tc := tls.Server(c, s.tlsConf)
 	if err := tc.Handshake(); err != nil {
 		s.stats.handshakeErrors.Add(1)
 		s.log.Debug("tls handshake failed", "remote", c.RemoteAddr().String(), "err", err)
