@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/mail"
+	"net/netip"
 	"net/url"
 	"os"
 	"slices"
@@ -70,6 +71,10 @@ type Config struct {
 	Routes        []proxy.Route
 	ALPN          []string
 	ProxyProtocol bool
+	// ProxyProtocolIn is auto, on or off (PROXY_PROTOCOL_IN); auto is
+	// decided at start from the app compose (proxyProtocolIn).
+	ProxyProtocolIn   string
+	ProxyProtocolFrom []netip.Prefix
 	// KeepUnderscoreHeaders forwards header names with '_' (http mode).
 	KeepUnderscoreHeaders bool
 	// AccessLog logs one line per HTTP request (http mode).
@@ -197,6 +202,8 @@ var groups = []struct {
 		{flag: "mode", env: "PROXY_MODE", def: "tcp", arg: "MODE", help: "tcp (L4, any protocol) or http (L7: h1, h2, websockets, gRPC)"},
 		{flag: "alpn", env: "ALPN", arg: "LIST", help: "ALPN protocols offered, comma-separated (tcp mode: the backend must speak them)"},
 		{flag: "proxy-protocol", env: "PROXY_PROTOCOL", def: "false", help: "send a PROXY protocol v2 header to backends (tcp mode)"},
+		{flag: "proxy-protocol-in", env: "PROXY_PROTOCOL_IN", def: "auto", arg: "MODE", help: "read the gateway's PROXY protocol header (v2 or v1) before TLS and use its client address: auto (when the app compose's port_policy marks this port pp), on, off"},
+		{flag: "proxy-protocol-from", env: "PROXY_PROTOCOL_FROM", arg: "CIDRS", help: "peers allowed to send that header, comma-separated CIDRs (default: any; in dstack only the gateway reaches the port)"},
 		{flag: "access-log", env: "ACCESS_LOG", def: "false", help: "log one line per HTTP request at info level (http mode: method, host, path without query, status, bytes, duration, backend, client); tcp mode logs connections at debug level"},
 		{flag: "underscores-in-headers", env: "UNDERSCORES_IN_HEADERS", def: "false", help: "forward request header names with '_' (http mode; dropped by default, as nginx does)"},
 		{flag: "maxconn", env: "MAXCONN", def: "4096", arg: "N", help: "most client connections open at once"},
@@ -685,6 +692,9 @@ func parseProxy(s *settings, c *Config) error {
 		_, src := s.get("proxy-protocol")
 		return configErrorf("%s=true needs PROXY_MODE=tcp (http mode sends X-Forwarded-For instead)", src)
 	}
+	if err := parseProxyProtocolIn(s, c); err != nil {
+		return err
+	}
 	if c.KeepUnderscoreHeaders, err = s.boolean("underscores-in-headers"); err != nil {
 		return err
 	}
@@ -1051,7 +1061,7 @@ func parseDNS(s *settings, c *Config) error {
 // proxyFields names proxy.Config's fields as the operator sets them.
 var proxyFields = map[string]string{
 	"Default": "TARGET_ENDPOINT", "Routes": "ROUTING_MAP", "Mode": "PROXY_MODE", "ALPN": "ALPN",
-	"ProxyProtocol": "PROXY_PROTOCOL", "MaxConns": "MAXCONN", "ConnectTimeout": "TIMEOUT_CONNECT",
+	"ProxyProtocol": "PROXY_PROTOCOL", "ProxyProtocolIn": "PROXY_PROTOCOL_IN", "ProxyProtocolFrom": "PROXY_PROTOCOL_FROM", "MaxConns": "MAXCONN", "ConnectTimeout": "TIMEOUT_CONNECT",
 	"ClientTimeout": "TIMEOUT_CLIENT", "ServerTimeout": "TIMEOUT_SERVER",
 }
 

@@ -343,7 +343,7 @@ func newBackend(t testing.TB, name string) *backend {
 				return
 			}
 		}
-		fmt.Fprintf(w, "%s host=%s proto=%s xfp=%s", b.name, r.Host, r.Proto, r.Header.Get("X-Forwarded-Proto"))
+		fmt.Fprintf(w, "%s host=%s proto=%s xfp=%s xff=%s", b.name, r.Host, r.Proto, r.Header.Get("X-Forwarded-Proto"), r.Header.Get("X-Forwarded-For"))
 	})}
 	go b.srv.Serve(ln)
 	t.Cleanup(func() {

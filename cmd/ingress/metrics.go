@@ -157,6 +157,7 @@ var (
 	descRefused    = prometheus.NewDesc("tee_ingress_connections_refused_total", "Connections closed at once because MAXCONN connections were open.", nil, nil)
 	descActive     = prometheus.NewDesc("tee_ingress_connections_active", "Client connections open now.", nil, nil)
 	descHandshake  = prometheus.NewDesc("tee_ingress_tls_handshake_errors_total", "Failed or timed-out TLS handshakes.", nil, nil)
+	descPPRefused  = prometheus.NewDesc("tee_ingress_proxy_header_refused_total", "Connections closed for their inbound PROXY protocol header: missing, malformed, late, or from a peer not allowed.", nil, nil)
 	descChallenges = prometheus.NewDesc("tee_ingress_tls_alpn_challenges_total", "tls-alpn-01 validation handshakes answered.", nil, nil)
 	descUnrouted   = prometheus.NewDesc("tee_ingress_unrouted_total", "Connections or requests for a name with no route and no default backend.", nil, nil)
 	descBackendErr = prometheus.NewDesc("tee_ingress_backend_errors_total", "Backend dials that failed, backends that reset, 502 answers.", nil, nil)
@@ -166,7 +167,7 @@ var (
 
 func (stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descInfo, descReady, descStepOK, descExpiry, descRenewals, descOrders, descLeader, descFailures, descConsecutive,
-		descRateLimited, descNextCheck, descPublished, descAccepted, descRefused, descActive, descHandshake, descChallenges,
+		descRateLimited, descNextCheck, descPublished, descAccepted, descRefused, descActive, descHandshake, descPPRefused, descChallenges,
 		descUnrouted, descBackendErr, descEvidReqs, descBytes, descRejected, descStoreErrors, descStoreCalls, descStoreSeconds} {
 		ch <- d
 	}
@@ -269,6 +270,7 @@ func (c stateCollector) collectProxy(ch chan<- prometheus.Metric) {
 	counter(descRefused, float64(s.Refused))
 	gauge(descActive, float64(s.Active))
 	counter(descHandshake, float64(s.HandshakeErrors))
+	counter(descPPRefused, float64(s.ProxyHeaderRefused))
 	counter(descChallenges, float64(s.Challenges))
 	counter(descUnrouted, float64(s.Unrouted))
 	counter(descBackendErr, float64(s.BackendErrors))

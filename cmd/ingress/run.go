@@ -102,6 +102,7 @@ type daemon struct {
 	mu           sync.Mutex
 	agent        *agent.Agent
 	info         *agent.AppInfo
+	ppIn         bool // the listener reads a PROXY header (PROXY_PROTOCOL_IN)
 	publisher    *evidence.Publisher
 	account      []byte
 	accountURI   string
@@ -180,6 +181,7 @@ func runDaemon(ctx context.Context, cfg *Config, log *slog.Logger, env environme
 		return 1
 	}
 	d.addr = ln.Addr().(*net.TCPAddr)
+	d.ppIn = d.proxyProtocolIn(ctx, d.addr.Port)
 
 	srv, err := proxy.New(d.proxyConfig())
 	if err != nil {
@@ -257,7 +259,7 @@ func (d *daemon) proxyConfig() proxy.Config {
 	pc := proxy.Config{
 		Certs: &d.store, Challenges: &d.store, Mode: cfg.Mode, Default: cfg.Default, Routes: cfg.Routes,
 		ALPN: cfg.ALPN, ProxyProtocol: cfg.ProxyProtocol, MaxConns: cfg.MaxConns, KeepUnderscoreHeaders: cfg.KeepUnderscoreHeaders,
-		AccessLog:      cfg.AccessLog,
+		AccessLog: cfg.AccessLog, ProxyProtocolIn: d.ppIn, ProxyProtocolFrom: cfg.ProxyProtocolFrom,
 		ConnectTimeout: cfg.ConnectTimeout, ClientTimeout: cfg.ClientTimeout, ServerTimeout: cfg.ServerTimeout,
 		Logger: log.With("component", "proxy"),
 	}
