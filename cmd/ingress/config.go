@@ -59,6 +59,10 @@ type Config struct {
 	// Primary is Domains[0]: its chain is cert.pem in the evidence, and its
 	// certificate goes to clients sending no or an unknown server name.
 	Primary string
+	// Groups are the certificates: each lists the names one certificate
+	// covers, its first name first (DOMAIN's group is Groups[0]). Every name
+	// of Domains is in exactly one group.
+	Groups [][]string
 
 	// Listen is the listen address; Port its port (0 when --listen asks for
 	// any port: the port actually bound is published then).
@@ -157,7 +161,6 @@ type Config struct {
 // to do instead. Setting one is worth a warning, not a refusal: the
 // behaviour they tuned is built in or not needed.
 var ignoredVars = []struct{ name, why string }{
-	{"ALIAS_DOMAIN", "not supported: list the alias in DOMAINS (it gets its own certificate)"},
 	{"ROUTE53_INITIAL_WEIGHT", "weighted Route 53 records are not supported"},
 	{"TLSALPN_PORT", "tls-alpn-01 is answered on the listen port itself"},
 	{"TLS_TERMINATE_PORT", "tls-alpn-01 is answered on the listen port itself"},
@@ -195,7 +198,8 @@ var groups = []struct {
 }{
 	{"Domains and backends", []option{
 		{flag: "domain", env: "DOMAIN", arg: "NAME", help: "primary domain; *.example.com allowed with dns-01"},
-		{flag: "domains", env: "DOMAINS", arg: "LIST", help: "more domains, one per line or comma-separated; # starts a comment"},
+		{flag: "domains", env: "DOMAINS", arg: "LIST", help: "more certificates, one per line or comma-separated; names separated by spaces share one certificate; # starts a comment"},
+		{flag: "alias-domain", env: "ALIAS_DOMAIN", arg: "NAMES", help: "more names on DOMAIN's certificate, space- or comma-separated (dstack-ingress's ALIAS_DOMAIN)"},
 		{flag: "target", env: "TARGET_ENDPOINT", arg: "URL", help: "default backend host:port; http://, https://, grpc://, h2c://, tcp:// prefixes accepted"},
 		{flag: "routing-map", env: "ROUTING_MAP", arg: "MAP", help: "per-domain backends, domain=host:port per line or comma; *.example.com keys match one label; with CERT_SOURCE=acme every key must be a configured domain or under a wildcard one"},
 		{flag: "listen", env: "PORT", def: ":443", arg: "ADDR", help: "listen address; PORT=n means :n"},
@@ -798,31 +802,89 @@ func parseCerts(s *settings, c *Config) error {
 // parseDomains reads DOMAIN and DOMAINS; the first is the primary.
 func parseDomains(s *settings, c *Config) error {
 	if v, vsrc := s.get("domain"); v != "" {
-		if strings.ContainsAny(v, ",\n") {
-			return bad(vsrc, v, "one domain name (list more in DOMAINS)")
+		if strings.ContainsAny(v, ",\n \t") {
+			return bad(vsrc, v, "one domain name (list more in DOMAINS, or on its certificate in ALIAS_DOMAIN)")
 		}
 		d, err := dnscaa.ParseDomain(v)
 		if err != nil {
 			return configErrorf("%s=%q is not valid: %s", vsrc, v, strings.TrimPrefix(err.Error(), "invalid domain name: "))
 		}
-		c.Domains = append(c.Domains, d.Name)
+		c.Groups = append(c.Groups, []string{d.Name})
+	}
+	if v, vsrc := s.get("alias-domain"); v != "" {
+		if len(c.Groups) == 0 {
+			return configErrorf("%s is set but DOMAIN is not: the aliases go on DOMAIN's certificate", vsrc)
+		}
+		alias, err := parseGroup(vsrc, strings.ReplaceAll(v, ",", " "))
+		if err != nil {
+			return err
+		}
+		c.Groups[0] = append(c.Groups[0], alias...)
 	}
 	if v, vsrc := s.get("domains"); v != "" {
 		for _, e := range splitList(v) {
-			d, err := dnscaa.ParseDomain(e)
+			group, err := parseGroup(vsrc+" entry", e)
 			if err != nil {
-				return configErrorf("%s entry %q is not valid: %s", vsrc, e, strings.TrimPrefix(err.Error(), "invalid domain name: "))
+				return err
 			}
-			if !slices.Contains(c.Domains, d.Name) {
-				c.Domains = append(c.Domains, d.Name)
+			c.Groups = addGroup(c.Groups, group)
+		}
+	}
+	seen := map[string]bool{}
+	for _, g := range c.Groups {
+		for _, name := range g {
+			if seen[name] {
+				return configErrorf("%s is on two certificates (DOMAIN, ALIAS_DOMAIN and DOMAINS groups must not share a name)", name)
 			}
+			seen[name] = true
+			c.Domains = append(c.Domains, name)
 		}
 	}
 	if len(c.Domains) > 0 {
 		c.Primary = c.Domains[0]
 	}
-	if len(c.Domains) > 0 {
-		c.Primary = c.Domains[0]
+	return nil
+}
+
+// parseGroup reads the space-separated names of one certificate.
+func parseGroup(src, entry string) ([]string, error) {
+	var group []string
+	for _, f := range strings.Fields(entry) {
+		d, err := dnscaa.ParseDomain(f)
+		if err != nil {
+			return nil, configErrorf("%s %q is not valid: %s", src, f, strings.TrimPrefix(err.Error(), "invalid domain name: "))
+		}
+		if slices.Contains(group, d.Name) {
+			return nil, configErrorf("%s %q lists %s twice", src, entry, d.Name)
+		}
+		group = append(group, d.Name)
+	}
+	return group, nil
+}
+
+// addGroup adds a DOMAINS entry. A lone name already configured is skipped,
+// as before groups existed (DOMAIN repeated in DOMAINS); a group that
+// contains DOMAIN's lone name becomes DOMAIN's certificate, DOMAIN first.
+func addGroup(groups [][]string, g []string) [][]string {
+	for i, have := range groups {
+		if len(g) == 1 && slices.Contains(have, g[0]) {
+			return groups
+		}
+		if i == 0 && len(have) == 1 && slices.Contains(g, have[0]) {
+			rest := slices.DeleteFunc(slices.Clone(g), func(n string) bool { return n == have[0] })
+			groups[0] = append([]string{have[0]}, rest...)
+			return groups
+		}
+	}
+	return append(groups, g)
+}
+
+// groupOf is the certificate name is on (nil if none).
+func (c *Config) groupOf(name string) []string {
+	for _, g := range c.Groups {
+		if slices.Contains(g, name) {
+			return g
+		}
 	}
 	return nil
 }

@@ -101,6 +101,11 @@ func TestConfigErrorsBinary(t *testing.T) {
 			[]string{"SELF_SIGNED_FORMAT=ra-tls needs CERT_SOURCE=self-signed (CERT_SOURCE is static)"}},
 		{"bad SET_CAA", map[string]string{"SET_CAA": "maybe"}, nil, []string{"SET_CAA=\"maybe\"", "true or false"}},
 		{"bad DOMAIN", map[string]string{"DOMAIN": "app..ingress.test"}, nil, []string{"DOMAIN=\"app..ingress.test\""}},
+		{"name on two certificates", map[string]string{"DOMAINS": "a.ingress.test b.ingress.test\nb.ingress.test c.ingress.test"}, nil, []string{"b.ingress.test is on two certificates"}},
+		{"name twice on one certificate", map[string]string{"DOMAINS": "a.ingress.test a.ingress.test"}, nil, []string{"lists a.ingress.test twice"}},
+		{"ALIAS_DOMAIN without DOMAIN", map[string]string{"DOMAIN": "", "DOMAINS": "x.ingress.test", "ALIAS_DOMAIN": "www.ingress.test"}, nil, []string{"ALIAS_DOMAIN is set but DOMAIN is not"}},
+		{"bad ALIAS_DOMAIN", map[string]string{"ALIAS_DOMAIN": "www..ingress.test"}, nil, []string{"ALIAS_DOMAIN \"www..ingress.test\" is not valid"}},
+		{"DOMAIN with a space", map[string]string{"DOMAIN": "a.ingress.test b.ingress.test"}, nil, []string{"DOMAIN=\"a.ingress.test b.ingress.test\"", "ALIAS_DOMAIN"}},
 		{"bad DOMAINS entry", map[string]string{"DOMAINS": "ok.ingress.test\n-bad-.ingress.test"}, nil, []string{"DOMAINS entry \"-bad-.ingress.test\""}},
 		{"bad GATEWAY_DOMAIN", map[string]string{"GATEWAY_DOMAIN": "not a name"}, nil, []string{"GATEWAY_DOMAIN"}},
 		{"bad TXT_PREFIX", map[string]string{"TXT_PREFIX": "a.b"}, nil, []string{"TXT_PREFIX"}},
@@ -191,7 +196,7 @@ func TestParseConfig(t *testing.T) {
 		check func(t *testing.T, c *Config)
 	}{
 		{"defaults", nil, nil, func(t *testing.T, c *Config) {
-			want := Config{CertSource: "acme", Domains: []string{"app.example.com"}, Primary: "app.example.com", Listen: ":443", Port: 443,
+			want := Config{CertSource: "acme", Domains: []string{"app.example.com"}, Primary: "app.example.com", Groups: [][]string{{"app.example.com"}}, Listen: ":443", Port: 443, ProxyProtocolIn: ppAuto,
 				Mode: proxy.ModeTCP, Default: proxy.Target{Addr: "app:80"}, MaxConns: 4096, ConnectTimeout: 10 * time.Second,
 				ClientTimeout: 86400 * time.Second, ServerTimeout: 86400 * time.Second, DrainTimeout: 10 * time.Second,
 				Challenge: acme.DNS01, Directory: acme.LetsEncryptProduction, AccountKey: "auto", StateDir: "/etc/letsencrypt",
@@ -243,9 +248,20 @@ func TestParseConfig(t *testing.T) {
 				t.Fatalf("%+v", c)
 			}
 		}},
-		{"dstack-ingress settings without effect", map[string]string{"ALIAS_DOMAIN": "www.example.com", "DNS_SETTLE_SECONDS": "30"}, nil, func(t *testing.T, c *Config) {
-			if len(c.Warnings) != 2 || !strings.HasPrefix(c.Warnings[0], "ALIAS_DOMAIN is set but has no effect") {
+		{"dstack-ingress settings without effect", map[string]string{"ROUTE53_INITIAL_WEIGHT": "10", "DNS_SETTLE_SECONDS": "30"}, nil, func(t *testing.T, c *Config) {
+			if len(c.Warnings) != 2 || !strings.HasPrefix(c.Warnings[0], "ROUTE53_INITIAL_WEIGHT is set but has no effect") {
 				t.Fatalf("%q", c.Warnings)
+			}
+		}},
+		{"dstack-ingress ALIAS_DOMAIN: one certificate with both names", map[string]string{"ALIAS_DOMAIN": "WWW.example.com"}, nil, func(t *testing.T, c *Config) {
+			if want := [][]string{{"app.example.com", "www.example.com"}}; !reflect.DeepEqual(c.Groups, want) || len(c.Warnings) != 0 {
+				t.Fatalf("groups %v, warnings %q", c.Groups, c.Warnings)
+			}
+		}},
+		{"certificate groups", map[string]string{"DOMAINS": "api.example.com  docs.example.com\nb.example.com\nc.example.com app.example.com, d.example.com"}, nil, func(t *testing.T, c *Config) {
+			want := [][]string{{"app.example.com", "c.example.com"}, {"api.example.com", "docs.example.com"}, {"b.example.com"}, {"d.example.com"}}
+			if !reflect.DeepEqual(c.Groups, want) || c.Primary != "app.example.com" || len(c.Domains) != 6 {
+				t.Fatalf("groups %v, domains %v", c.Groups, c.Domains)
 			}
 		}},
 		{"bool flag alone", nil, []string{"--set-caa"}, func(t *testing.T, c *Config) {

@@ -212,7 +212,7 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		if d.cfg.CertSource != sourceACME {
 			continue
 		}
-		st := d.mgr.StatusOf([]string{dom})
+		st := d.mgr.StatusOf(d.cfg.groupOf(dom))
 		counter(descRenewals, float64(st.RenewalCount), dom)
 		counter(descOrders, float64(st.Orders), dom)
 		counter(descFailures, float64(st.FailedTotal), dom)

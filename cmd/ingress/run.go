@@ -558,10 +558,7 @@ func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
 // once, with no network), then identity, account, DNS records, and the
 // manager's loop that obtains what is missing and renews what is due.
 func (d *daemon) provision(ctx context.Context) {
-	sets := make([][]string, len(d.cfg.Domains))
-	for i, dom := range d.cfg.Domains {
-		sets[i] = []string{dom}
-	}
+	sets := d.cfg.Groups
 	// Ensure with a cancelled context returns a stored valid certificate
 	// and fails before any network call otherwise.
 	stored, cancel := context.WithCancel(ctx)
@@ -793,7 +790,11 @@ func (d *daemon) dnsPlan() (*dnscaa.Plan, dnsread.CAAPolicy, error) {
 // manager, under its lock, for every new one: it must not call the manager).
 func (d *daemon) install(c *acme.Certificate) {
 	d.mu.Lock()
-	d.certs[c.Domains[0]] = c
+	// Every name of the certificate's group maps to it: the store, the
+	// evidence (cert-<name>.pem for each) and readiness look up by name.
+	for _, name := range d.cfg.groupOf(c.Domains[0]) {
+		d.certs[name] = c
+	}
 	d.certGen++
 	certs := map[string]*tls.Certificate{}
 	primary := ""
@@ -936,7 +937,7 @@ func (d *daemon) readiness() (bool, []string) {
 			}
 			ready = false
 			line := "certificate " + dom + ": not obtained yet"
-			if st := d.mgr.StatusOf([]string{dom}); st.LastError != "" {
+			if st := d.mgr.StatusOf(d.cfg.groupOf(dom)); st.LastError != "" {
 				line += fmt.Sprintf(" (%d failed attempts; last: %s; next attempt %s)", st.Failures, st.LastError, st.NextCheck.Format(time.RFC3339))
 			}
 			lines = append(lines, line)
@@ -957,7 +958,7 @@ func (d *daemon) readiness() (bool, []string) {
 		if d.mgr == nil {
 			break
 		}
-		st := d.mgr.StatusOf([]string{dom})
+		st := d.mgr.StatusOf(d.cfg.groupOf(dom))
 		if d.certs[dom] != nil && st.LastError != "" {
 			lines = append(lines, fmt.Sprintf("renewal %s: %d failed attempts; last: %s", dom, st.Failures, st.LastError))
 		}
