@@ -8,12 +8,22 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/tee-ingress/tee-ingress/acme"
 )
 
+// defaultGOGC is the garbage collector's target unless GOGC is set. The
+// live heap of a serving proxy is a few MiB, so collecting at +50% instead
+// of +100% costs little CPU (proxybench: keep-alive CPU per request
+// unchanged) and keeps peak RSS under load lower (20.7 MiB against 22.0).
+const defaultGOGC = 50
+
 func main() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(defaultGOGC)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	// SIGHUP is a reload, as operators of HAProxy and nginx expect; Go's
 	// default for it is to exit at once, dropping every connection.

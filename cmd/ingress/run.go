@@ -31,6 +31,7 @@ import (
 	"github.com/tee-ingress/tee-ingress/evidence/agent"
 	"github.com/tee-ingress/tee-ingress/internal/dirlock"
 	"github.com/tee-ingress/tee-ingress/internal/fielderr"
+	"github.com/tee-ingress/tee-ingress/internal/pageout"
 	"github.com/tee-ingress/tee-ingress/internal/wait"
 	"github.com/tee-ingress/tee-ingress/proxy"
 )
@@ -982,6 +983,11 @@ func (d *daemon) changed() {
 	}
 	d.readyOnce.Do(func() {
 		d.log.Info("ready", "addr", d.addr.String(), "took", time.Since(d.start).Round(time.Millisecond).String())
+		if n, err := pageout.Executable(); err != nil {
+			d.log.Debug("start-up pages not given back", "err", err)
+		} else {
+			d.log.Debug("start-up pages given back", "bytes", n)
+		}
 		if d.env.onReady != nil {
 			d.env.onReady(d.addr)
 		}
