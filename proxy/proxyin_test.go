@@ -111,6 +111,37 @@ func getH2(t *testing.T, c *tls.Conn) seenRequest {
 	return seen
 }
 
+// TestProxyProtocolInEvidence: the evidence handler (and with it the live
+// quote's per-client budget) sees the header's client, in both modes.
+func TestProxyProtocolInEvidence(t *testing.T) {
+	checkGoroutines(t)
+	f := newFixture(t)
+	app := startHTTPBackend(t, "app")
+	seen := make(chan string, 4)
+	ev := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.RemoteAddr
+		io.WriteString(w, "evidence")
+	})
+	for _, mode := range []Mode{ModeTCP, ModeHTTP} {
+		target := app.target()
+		if mode == ModeTCP {
+			target.Scheme = ""
+		}
+		_, addr := startProxy(t, Config{Certs: f.store, Mode: mode, Default: target, Evidence: ev, ProxyProtocolIn: true})
+		c, err := gatewayClient(t, f, addr, v2Header(t, "203.0.113.9:41000"), "http/1.1")
+		if err != nil {
+			t.Fatalf("%s: handshake: %v", mode, err)
+		}
+		io.WriteString(c, "GET /evidences/ HTTP/1.1\r\nHost: app.test\r\n\r\n")
+		if _, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		if got := <-seen; got != "203.0.113.9:41000" {
+			t.Errorf("%s: the evidence handler saw %s, want the gateway's client 203.0.113.9:41000", mode, got)
+		}
+	}
+}
+
 // TestProxyProtocolInTCP: in tcp mode the header's client goes on in the
 // PROXY header the backend gets.
 func TestProxyProtocolInTCP(t *testing.T) {
