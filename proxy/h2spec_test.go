@@ -12,11 +12,10 @@ import (
 )
 
 // h2specKnown are the h2spec cases http mode fails today, each with why. All
-// four are net/http's HTTP/2 server's own behaviour (issue 14 plans a leaner
+// three are net/http's HTTP/2 server's own behaviour (issue 14 plans a leaner
 // h2 path, which must not add to this list). The list may only shrink:
 // TestH2Spec fails if one of these starts passing.
 var h2specKnown = map[string]string{
-	"http2/4.2: Sends a large size HEADERS frame that exceeds the SETTINGS_MAX_FRAME_SIZE":                        "net/http advertises and accepts frames up to 1 MiB (MaxReadFrameSize); h2spec assumes 16 KiB",
 	"http2/6.5.3: Sends multiple values of SETTINGS_INITIAL_WINDOW_SIZE":                                          "net/http closes the connection instead of applying the values in order",
 	"http2/8.1.2.2: Sends a HEADERS frame that contains the connection-specific header field":                     "net/http's server accepts Connection and the like in HTTP/2 requests; ReverseProxy drops them before the backend",
 	`http2/8.1.2.2: Sends a HEADERS frame that contains the TE header field with any value other than "trailers"`: "as above: accepted, and not forwarded",

@@ -91,6 +91,19 @@ func (s *Server) newHTTPFront() error {
 		BaseContext:       func(net.Listener) context.Context { return s.ctx },
 		ConnContext:       connContext,
 		ConnState:         f.connState,
+		// HTTP/2 limits spelled out rather than left to net/http's
+		// defaults: frames of the RFC's default 16 KiB (net/http would
+		// advertise 1 MiB, so one client could make it buffer that much
+		// per frame), 4 KiB HPACK tables both ways, at most 250 streams at
+		// once, and a connection whose writes stall for ClientTimeout is
+		// closed.
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:      250,
+			MaxReadFrameSize:          16 << 10,
+			MaxDecoderHeaderTableSize: 4 << 10,
+			MaxEncoderHeaderTableSize: 4 << 10,
+			WriteByteTimeout:          cfg.ClientTimeout,
+		},
 	}
 	if protos.HTTP1() && !cfg.PlainCore {
 		f.fast = newFastH1(f)
