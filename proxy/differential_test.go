@@ -215,7 +215,15 @@ func FuzzCoreAndFastPath(f *testing.F) {
 	f.Add("PUT", "/q?", "Expect", "100-continue", "ok")
 	f.Add("OPTIONS", "*", "Cookie", "a=1", "")
 	f.Fuzz(func(t *testing.T, method, target, name, value, body string) {
-		if strings.EqualFold(strings.TrimSpace(name), "transfer-encoding") || len(body) > 1<<10 {
+		switch strings.ToLower(strings.TrimSpace(name)) {
+		case "transfer-encoding":
+			return
+		case "content-length", "expect":
+			// Both sides would wait for a body that never comes: equal,
+			// and only slow.
+			return
+		}
+		if len(body) > 1<<10 {
 			return
 		}
 		raw := method + " " + target + " HTTP/1.1\r\nHost: app.test\r\n" + name + ": " + value + "\r\n"
@@ -235,7 +243,7 @@ func FuzzCoreAndFastPath(f *testing.F) {
 func tryExchange(t *testing.T, f *fixture, addr, method, raw string) string {
 	c := dialTLS(t, addr, f.clientTLS("app.test", "http/1.1"))
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.WriteString(c, raw); err != nil {
 		return "write failed"
 	}

@@ -168,10 +168,27 @@ func parseContentLength(b []byte) (int64, bool) {
 	return n, true
 }
 
+// pathChars are the bytes net/http leaves as they are in a path (RFC 3986's
+// pchar without '%', plus '[' and ']'): unreserved, sub-delims, ':', '@',
+// '/'. net/http percent-encodes any other (a '"' becomes %22) when it
+// forwards, so a path holding one is not plain: the two would differ.
+var pathChars = func() (t [256]bool) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = true, true
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for _, c := range "-._~!$&'()*+,;=:@/[]" {
+		t[c] = true
+	}
+	return t
+}()
+
 // plainTarget: origin-form, visible ASCII, valid %-escapes; no '%' in the
 // path (net/http decodes it before matching local paths, so the decision is
-// left to it), no fragment, no ';' in the query (ReverseProxy rewrites such
-// queries).
+// left to it) and only pathChars there, no fragment, no ';' in the query
+// (ReverseProxy rewrites such queries).
 func plainTarget(t []byte) (path []byte, ok bool) {
 	if len(t) == 0 || t[0] != '/' {
 		return nil, false
@@ -186,6 +203,8 @@ func plainTarget(t []byte) (path []byte, ok bool) {
 			if q == len(t) {
 				q = i
 			}
+		case i < q && c != '%' && !pathChars[c]:
+			return nil, false
 		case c == '%':
 			if i < q || i+2 >= len(t) || unhex(t[i+1]) < 0 || unhex(t[i+2]) < 0 {
 				return nil, false

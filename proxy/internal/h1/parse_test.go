@@ -31,6 +31,10 @@ func TestH1ParseRequestHead(t *testing.T) {
 		{"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", false, 0, false},
 		{"GET / HTTP/1.1 \r\nHost: a\r\n\r\n", false, 0, false},
 		{"GET /#f HTTP/1.1\r\nHost: a\r\n\r\n", false, 0, false},
+		{"GET /a\"b HTTP/1.1\r\nHost: a\r\n\r\n", false, 0, false}, // net/http would send /a%22b
+		{"GET /a{b}|c HTTP/1.1\r\nHost: a\r\n\r\n", false, 0, false},
+		{"GET /a:b@c/[d]!$&'()*+,;= HTTP/1.1\r\nHost: a\r\n\r\n", true, -1, false},
+		{"GET /a?b=\"c\"|{} HTTP/1.1\r\nHost: a\r\n\r\n", true, -1, false}, // the query is passed as it is
 		{"GET /?a;b HTTP/1.1\r\nHost: a\r\n\r\n", false, 0, false},
 		{"GET * HTTP/1.1\r\nHost: a\r\n\r\n", false, 0, false},
 		{"CONNECT a:1 HTTP/1.1\r\nHost: a\r\n\r\n", false, 0, false},
