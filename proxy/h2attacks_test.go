@@ -138,16 +138,29 @@ func heapNow() uint64 {
 	return ms.HeapAlloc
 }
 
-// TestH2RapidReset (CVE-2023-44487): 5000 streams opened and reset at once
-// hold the backend at most MaxConcurrentStreams (250) at a time, however
-// fast the client resets them; nothing is left behind.
-func TestH2RapidReset(t *testing.T) {
+// attack starts http mode in front of a counting backend and dials it as a
+// raw HTTP/2 client. When the test ends (the connection closed first),
+// goroutines and the heap must be back where they were.
+func attack(t *testing.T, settings ...http2.Setting) (*h2raw, *backendCount) {
+	t.Helper()
 	checkGoroutines(t)
 	f := newFixture(t)
 	be, bc := countingBackend(t)
 	_, addr := startProxy(t, Config{Certs: f.store, Mode: ModeHTTP, Default: be})
 	base := heapNow()
-	h := dialH2Raw(t, f, addr)
+	t.Cleanup(func() {
+		if !t.Failed() {
+			heapSettles(t, base)
+		}
+	})
+	return dialH2Raw(t, f, addr, settings...), bc
+}
+
+// TestH2RapidReset (CVE-2023-44487): 5000 streams opened and reset at once
+// hold the backend at most MaxConcurrentStreams (250) at a time, however
+// fast the client resets them; nothing is left behind.
+func TestH2RapidReset(t *testing.T) {
+	h, bc := attack(t)
 	blk := h.block("/hold")
 	for id := uint32(1); id < 10000; id += 2 {
 		if h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: blk, EndStream: true, EndHeaders: true}) != nil {
@@ -164,17 +177,12 @@ func TestH2RapidReset(t *testing.T) {
 		t.Fatalf("%d requests held the backend at once, past MaxConcurrentStreams 250", m)
 	}
 	waitFor(t, 10*time.Second, "the backend's requests to end", func() bool { return bc.inFlight.Load() == 0 })
-	heapSettles(t, base)
 }
 
 // TestH2StreamLimit: a client opening more streams than it was allowed
 // gets them refused; at most 250 hold the backend.
 func TestH2StreamLimit(t *testing.T) {
-	checkGoroutines(t)
-	f := newFixture(t)
-	be, bc := countingBackend(t)
-	_, addr := startProxy(t, Config{Certs: f.store, Mode: ModeHTTP, Default: be})
-	h := dialH2Raw(t, f, addr)
+	h, bc := attack(t)
 	blk := h.block("/hold")
 	for id := uint32(1); id <= 2*300; id += 2 {
 		if h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: blk, EndStream: true, EndHeaders: true}) != nil {
@@ -207,12 +215,7 @@ func TestH2StreamLimit(t *testing.T) {
 // sent as endless CONTINUATION frames, ends the connection once it passes
 // the header limit; the proxy does not buffer the flood.
 func TestH2ContinuationFlood(t *testing.T) {
-	checkGoroutines(t)
-	f := newFixture(t)
-	be, bc := countingBackend(t)
-	_, addr := startProxy(t, Config{Certs: f.store, Mode: ModeHTTP, Default: be})
-	base := heapNow()
-	h := dialH2Raw(t, f, addr)
+	h, bc := attack(t)
 	if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h.block("/"), EndHeaders: false}); err != nil {
 		t.Fatal(err)
 	}
@@ -232,19 +235,13 @@ func TestH2ContinuationFlood(t *testing.T) {
 	}
 	t.Logf("continuation flood: connection ended after %d KiB", sent>>10)
 	h.c.Close()
-	heapSettles(t, base)
 }
 
 // TestH2HPACKBomb: a 4 KiB header value put in the dynamic table once and
 // referenced 2000 times (a few KiB on the wire, 8 MiB decoded) is refused
 // before it reaches the backend.
 func TestH2HPACKBomb(t *testing.T) {
-	checkGoroutines(t)
-	f := newFixture(t)
-	be, bc := countingBackend(t)
-	_, addr := startProxy(t, Config{Certs: f.store, Mode: ModeHTTP, Default: be})
-	base := heapNow()
-	h := dialH2Raw(t, f, addr)
+	h, bc := attack(t)
 	big := hpack.HeaderField{Name: "x-bomb", Value: strings.Repeat("b", 4000)}
 	blk := h.block("/", big)
 	// Index 62 is the newest dynamic entry: x-bomb. One byte each.
@@ -267,7 +264,6 @@ func TestH2HPACKBomb(t *testing.T) {
 	}
 	t.Logf("HPACK bomb: statuses %v, GOAWAY %v, closed %v", statuses, goaway != nil, closed)
 	h.c.Close()
-	heapSettles(t, base)
 }
 
 func slicesContains(s []string, v string) bool {
@@ -283,12 +279,7 @@ func slicesContains(s []string, v string) bool {
 // acknowledgements end the connection once the server's queue of control
 // frames is full, instead of growing it.
 func TestH2SettingsFlood(t *testing.T) {
-	checkGoroutines(t)
-	f := newFixture(t)
-	be, _ := countingBackend(t)
-	_, addr := startProxy(t, Config{Certs: f.store, Mode: ModeHTTP, Default: be})
-	base := heapNow()
-	h := dialH2Raw(t, f, addr)
+	h, _ := attack(t)
 	h.c.SetWriteDeadline(time.Now().Add(20 * time.Second))
 	sent, err := 0, error(nil)
 	for ; sent < 1_000_000 && err == nil; sent++ {
@@ -303,19 +294,14 @@ func TestH2SettingsFlood(t *testing.T) {
 	}
 	t.Logf("settings flood: connection ended after %d frames (%v)", sent, err)
 	h.c.Close()
-	heapSettles(t, base)
 }
 
 // TestH2ZeroWindow: a client that grants no flow-control window gets the
 // response head but no body, the proxy does not buffer the 1 MiB body
 // meanwhile, and when the client goes the backend request is cancelled.
 func TestH2ZeroWindow(t *testing.T) {
-	checkGoroutines(t)
-	f := newFixture(t)
-	be, bc := countingBackend(t)
-	_, addr := startProxy(t, Config{Certs: f.store, Mode: ModeHTTP, Default: be})
+	h, bc := attack(t, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
 	base := heapNow()
-	h := dialH2Raw(t, f, addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
 	if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h.block("/big"), EndStream: true, EndHeaders: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -342,5 +328,4 @@ func TestH2ZeroWindow(t *testing.T) {
 		t.Fatalf("heap grew by %d MiB while the body waited", (ms.HeapAlloc-base)>>20)
 	}
 	h.c.Close()
-	heapSettles(t, base)
 }
