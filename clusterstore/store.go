@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tee-ingress/tee-ingress/acme"
+	"github.com/tee-ingress/tee-ingress/internal/fielderr"
 )
 
 // Options configure Open. Fields marked required are checked.
@@ -73,11 +74,11 @@ var _ acme.SharedStore = (*Store)(nil)
 func Open(opts Options) (*Store, error) {
 	switch {
 	case len(opts.Endpoints) == 0:
-		return nil, errors.New("clusterstore: no etcd endpoints (set CLUSTER_STORE=etcd://host:2379,...)")
+		return nil, &fielderr.Error{Field: "Endpoints", Problem: "no etcd endpoints", Accepted: "host:port of each etcd member"}
 	case opts.Prefix == "" || !strings.HasSuffix(opts.Prefix, "/"):
-		return nil, fmt.Errorf("clusterstore: prefix %q must be non-empty and end in / (set CLUSTER_PREFIX)", opts.Prefix)
+		return nil, &fielderr.Error{Field: "Prefix", Value: opts.Prefix, Problem: "not a key prefix", Accepted: "a prefix ending in /"}
 	case opts.StateDir == "":
-		return nil, errors.New("clusterstore: no state directory (set STATE_DIR)")
+		return nil, &fielderr.Error{Field: "StateDir", Problem: "no state directory", Accepted: "a writable directory"}
 	case opts.Self == "":
 		return nil, errors.New("clusterstore: no instance name")
 	}

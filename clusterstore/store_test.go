@@ -261,10 +261,10 @@ func TestOpenRefuses(t *testing.T) {
 		edit func(*Options)
 		want string
 	}{
-		{"no endpoints", func(o *Options) { o.Endpoints = nil }, "CLUSTER_STORE"},
-		{"prefix without slash", func(o *Options) { o.Prefix = "/p" }, "end in /"},
+		{"no endpoints", func(o *Options) { o.Endpoints = nil }, "Endpoints: no etcd endpoints"},
+		{"prefix without slash", func(o *Options) { o.Prefix = "/p" }, "ending in /"},
 		{"short key", func(o *Options) { o.SealKey = key(1)[:16] }, "need 32"},
-		{"no state dir", func(o *Options) { o.StateDir = "" }, "STATE_DIR"},
+		{"no state dir", func(o *Options) { o.StateDir = "" }, "StateDir: no state directory"},
 		{"lease under a second", func(o *Options) { o.LockTTL = time.Millisecond }, "1 s"},
 	} {
 		o := good

@@ -2,7 +2,6 @@ package dnssetup
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -12,6 +11,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/tee-ingress/tee-ingress/dnsread"
+	"github.com/tee-ingress/tee-ingress/internal/fielderr"
 )
 
 // Resolver is one resolver the records must be visible on.
@@ -109,7 +109,7 @@ func (w *Waiter) Wait(ctx context.Context, records []Record) error {
 // Check looks at every record on every resolver once.
 func (w *Waiter) Check(ctx context.Context, records []Record) ([]Result, error) {
 	if len(w.Resolvers) == 0 {
-		return nil, errors.New("dnssetup: no resolvers to check with (set DOH_RESOLVERS or DNS_RESOLVERS)")
+		return nil, &fielderr.Error{Field: "Resolvers", Problem: "no resolvers to check with", Accepted: "DoH URLs or DNS servers"}
 	}
 	if w.Permission != nil {
 		for _, d := range w.Domains {

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tee-ingress/tee-ingress/evidence"
+	"github.com/tee-ingress/tee-ingress/internal/fielderr"
 	"github.com/tee-ingress/tee-ingress/internal/wait"
 )
 
@@ -96,7 +96,8 @@ func withReportData(raw []byte, rd string) (json.RawMessage, error) {
 // answers) with backoff; the error says what the last attempt got.
 func (w *Webhook) Send(ctx context.Context, p Payload) error {
 	if w.Token == "" && !w.AllowUnsigned {
-		return errors.New("dnssetup: DNS_WEBHOOK_TOKEN is not set: an unsigned request lets anyone who reaches the endpoint point the domain elsewhere")
+		return &fielderr.Error{Field: "Token", Problem: "not set: an unsigned request lets anyone who reaches the endpoint point the domain elsewhere",
+			Accepted: "the token the webhook checks the signature with"}
 	}
 	env, err := w.Seal(ctx, p)
 	if err != nil {

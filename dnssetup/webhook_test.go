@@ -148,7 +148,7 @@ func TestWebhookFaults(t *testing.T) {
 		t.Fatalf("all attempts failing: %v", err)
 	}
 	wh.Token = ""
-	if err := wh.Send(context.Background(), p); err == nil || !strings.Contains(err.Error(), "DNS_WEBHOOK_TOKEN") {
+	if err := wh.Send(context.Background(), p); err == nil || !strings.Contains(err.Error(), "Token: not set") {
 		t.Fatalf("unsigned: %v", err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tee-ingress/tee-ingress/acme"
 	"github.com/tee-ingress/tee-ingress/clusterstore"
+	"github.com/tee-ingress/tee-ingress/internal/fielderr"
 )
 
 // ClusterConfig is CLUSTER_*: the store the replicas of the app share. The
@@ -239,7 +240,7 @@ func (d *daemon) openCluster(ctx context.Context) error {
 		Logger:   d.log.With("component", "cluster"),
 	})
 	if err != nil {
-		return err
+		return fielderr.Rename(err, clusterFields)
 	}
 	d.shared.set(s)
 	d.log.Info("replicas share a store", "endpoints", strings.Join(d.cfg.Cluster.Endpoints, ","), "prefix", prefix,

@@ -1139,6 +1139,13 @@ var acmeFields = map[string]string{
 	"DirectoryURL": "ACME_DIRECTORY", "EAB": "ACME_EAB_KID", "RenewBefore": "RENEW_DAYS_BEFORE", "CAA": "SET_CAA",
 }
 
+// clusterFields names clusterstore.Options' fields as the operator sets them.
+var clusterFields = map[string]string{"Endpoints": "CLUSTER_STORE", "Prefix": "CLUSTER_PREFIX", "StateDir": "STATE_DIR"}
+
+// setupFields names dnssetup's Waiter and Webhook fields as the operator sets
+// them.
+var setupFields = map[string]string{"Resolvers": "DOH_RESOLVERS", "Token": "DNS_WEBHOOK_TOKEN"}
+
 // challengeFields names dnscaa.ChallengeOptions' fields (and ApplyOptions'
 // Zone) as the operator sets them.
 var challengeFields = map[string]string{"Zone": "DNS_ZONE", "DelegationZone": "DELEGATION_ZONE"}

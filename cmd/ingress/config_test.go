@@ -6,9 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/tee-ingress/tee-ingress/dnscaa"
-	"github.com/tee-ingress/tee-ingress/internal/fielderr"
-	"github.com/tee-ingress/tee-ingress/internal/syncbuf"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -22,7 +19,12 @@ import (
 	"time"
 
 	"github.com/tee-ingress/tee-ingress/acme"
+	"github.com/tee-ingress/tee-ingress/clusterstore"
+	"github.com/tee-ingress/tee-ingress/dnscaa"
+	"github.com/tee-ingress/tee-ingress/dnssetup"
 	"github.com/tee-ingress/tee-ingress/internal/acmeca"
+	"github.com/tee-ingress/tee-ingress/internal/fielderr"
+	"github.com/tee-ingress/tee-ingress/internal/syncbuf"
 	"github.com/tee-ingress/tee-ingress/proxy"
 )
 
@@ -626,6 +628,9 @@ func TestFieldNames(t *testing.T) {
 		{reflect.TypeFor[dnscaa.PlanConfig](), planFields},
 		{reflect.TypeFor[acme.Config](), acmeFields},
 		{reflect.TypeFor[dnscaa.ChallengeOptions](), challengeFields},
+		{reflect.TypeFor[clusterstore.Options](), clusterFields},
+		{reflect.TypeFor[dnssetup.Waiter](), map[string]string{"Resolvers": setupFields["Resolvers"]}},
+		{reflect.TypeFor[dnssetup.Webhook](), map[string]string{"Token": setupFields["Token"]}},
 	} {
 		for field, name := range c.names {
 			if _, ok := c.typ.FieldByName(field); !ok {

@@ -19,6 +19,7 @@ import (
 	"github.com/tee-ingress/tee-ingress/dnsread"
 	"github.com/tee-ingress/tee-ingress/dnssetup"
 	"github.com/tee-ingress/tee-ingress/evidence/agent"
+	"github.com/tee-ingress/tee-ingress/internal/fielderr"
 )
 
 // DNS setup modes (DNS_SETUP_MODE), dstack-ingress 2.3's names.
@@ -152,7 +153,7 @@ func (d *daemon) operatorDNS(ctx context.Context, plan *dnscaa.Plan, caa dnsread
 	for _, r := range cfg.Check {
 		w.Resolvers = append(w.Resolvers, dnssetup.Resolver{Name: r, R: &dnsread.Resolver{Servers: []string{r}, HTTPClient: d.env.dohClient}})
 	}
-	return w.Wait(ctx, records)
+	return fielderr.Rename(w.Wait(ctx, records), setupFields)
 }
 
 // postRecords sends the records to DNS_WEBHOOK_URL, quoted by this TEE.
@@ -166,7 +167,7 @@ func (d *daemon) postRecords(ctx context.Context, records []dnssetup.Record) err
 	}
 	wh := &dnssetup.Webhook{URL: d.cfg.DNSSetup.WebhookURL, Token: d.cfg.DNSSetup.WebhookToken, Timeout: d.cfg.DNSSetup.WebhookTimeout,
 		Quoter: agentQuoter{d}, Client: d.env.webhookClient, Logger: d.log.With("component", "dns-webhook")}
-	return wh.Send(ctx, p)
+	return fielderr.Rename(wh.Send(ctx, p), setupFields)
 }
 
 // agentQuoter quotes with the guest agent found at start.
