@@ -67,13 +67,12 @@ type tcpSession struct {
 	target Target
 
 	// Set by B before dialed is closed; mu orders them with abort.
-	mu      sync.Mutex
-	back    net.Conn
-	backRaw syscall.RawConn // back's raw conn when it is plain TCP
-	backIO  *rawIO          // raw writes to back when it is plain TCP
-	dialed  chan struct{}
-	ready   bool        // A has seen dialed closed (A only)
-	noBack  atomic.Bool // the dial failed
+	mu     sync.Mutex
+	back   net.Conn
+	raw    rawBackend // the fast path's hold on back, when it is plain TCP
+	dialed chan struct{}
+	ready  bool        // A has seen dialed closed (A only)
+	noBack atomic.Bool // the dial failed
 	// Each side's end of stream, to skip a half-close the final close makes
 	// redundant.
 	clientEOF, backEOF atomic.Bool
@@ -101,13 +100,20 @@ type tcpSession struct {
 	// Write-deadline bookkeeping, each used by one goroutine at a time.
 	clientWD, backWD int64
 
-	// Raw backend reads: the callback is allocated once per session.
-	rawRead func(fd uintptr) bool
-	rbuf    *[]byte
-	rn      int
-	rerr    error
-
 	small []byte // at least smallBufSize; the client goroutine's, allocated when it starts
+}
+
+// rawBackend is the fast path's side of a plain-TCP backend: raw writes,
+// and reads through one callback allocated once per session (nil fields on
+// the plain core, or for a TLS backend).
+type rawBackend struct {
+	conn syscall.RawConn
+	io   *rawIO
+	read func(fd uintptr) bool
+	// What the last read callback got.
+	buf *[]byte
+	n   int
+	err error
 }
 
 func (s *Server) serveTCP(c *trackedConn, tc *tls.Conn, st *tls.ConnectionState) {
@@ -130,7 +136,7 @@ func (s *Server) serveTCP(c *trackedConn, tc *tls.Conn, st *tls.ConnectionState)
 		backWD:   math.MinInt64 / 2,
 		start:    time.Now(),
 	}
-	x.rawRead = x.rawReadFn
+	x.raw.read = x.rawReadFn
 	x.touch()
 	c.SetReadDeadline(time.Now().Add(s.cfg.ClientTimeout))
 	if s.cfg.Evidence == nil {
@@ -157,7 +163,7 @@ func (s *Server) serveTCP(c *trackedConn, tc *tls.Conn, st *tls.ConnectionState)
 		x.release()
 		return
 	}
-	if x.backRaw == nil || !x.park(sideBackend) {
+	if x.raw.conn == nil || !x.park(sideBackend) {
 		x.refs.Add(1)
 		x.goBackend()
 	}
@@ -196,7 +202,7 @@ func (x *tcpSession) park(side int) bool {
 	if x.s.watch == nil {
 		return false
 	}
-	rc := x.backRaw
+	rc := x.raw.conn
 	if side == sideClient {
 		rc = x.client.raw.RawConn()
 	}
@@ -558,8 +564,8 @@ func (x *tcpSession) writeBackend(p []byte) error {
 	}
 	var n int
 	var err error
-	if x.backIO != nil {
-		n, err = x.backIO.Write(p)
+	if x.raw.io != nil {
+		n, err = x.raw.io.Write(p)
 	} else {
 		n, err = x.back.Write(p)
 	}
@@ -644,8 +650,8 @@ func (x *tcpSession) dial() bool {
 		conn.Close()
 		return false
 	}
-	if x.backIO = x.s.rawIO(conn); x.backIO != nil {
-		x.backRaw = x.backIO.RawConn()
+	if x.raw.io = x.s.rawIO(conn); x.raw.io != nil {
+		x.raw.conn = x.raw.io.RawConn()
 	}
 	x.back = conn
 	return true
@@ -693,7 +699,7 @@ func (x *tcpSession) readBackend() (*[]byte, int, error) {
 }
 
 func (x *tcpSession) readBackendOnce() (*[]byte, int, error) {
-	if x.backRaw == nil {
+	if x.raw.conn == nil {
 		buf := getBackBuf()
 		n, err := x.back.Read(*buf)
 		if n == 0 {
@@ -704,17 +710,17 @@ func (x *tcpSession) readBackendOnce() (*[]byte, int, error) {
 	}
 	// Wait for readability without holding a buffer: take one from the pool
 	// only for the read attempt itself, as net.Conn.Read would make it.
-	x.rbuf, x.rn, x.rerr = nil, 0, nil
-	if err := x.backRaw.Read(x.rawRead); err != nil {
+	x.raw.buf, x.raw.n, x.raw.err = nil, 0, nil
+	if err := x.raw.conn.Read(x.raw.read); err != nil {
 		return nil, 0, unwrapRaw(err)
 	}
-	if x.rerr != nil {
-		return nil, 0, os.NewSyscallError("read", x.rerr)
+	if x.raw.err != nil {
+		return nil, 0, os.NewSyscallError("read", x.raw.err)
 	}
-	if x.rn == 0 {
+	if x.raw.n == 0 {
 		return nil, 0, io.EOF
 	}
-	return x.rbuf, x.rn, nil
+	return x.raw.buf, x.raw.n, nil
 }
 
 func (x *tcpSession) rawReadFn(fd uintptr) bool {
@@ -732,11 +738,11 @@ func (x *tcpSession) rawReadFn(fd uintptr) bool {
 		return false
 	}
 	if err == 0 && n > 0 {
-		x.rbuf, x.rn = b, n
+		x.raw.buf, x.raw.n = b, n
 	} else {
 		putBackBuf(b)
 		if err != 0 {
-			x.rerr = err
+			x.raw.err = err
 		}
 	}
 	return true
