@@ -64,7 +64,7 @@ func (f *httpFront) serveH1(c *trackedConn, tc *tls.Conn, st *tls.ConnectionStat
 		},
 		CloseWrite: func() { c.closeWrite() },
 		Handoff:    func(pending []byte) { f.handoff(c, tc, st, pending) },
-		IP:         clientIP(c),
+		IP:         clientHost(c.RemoteAddr().String()),
 	}, func(abort, kick func()) {
 		f.s.mu.Lock()
 		c.abort, c.kick = abort, kick

@@ -48,17 +48,6 @@ func (f *httpFront) handoff(c *trackedConn, tc *tls.Conn, st *tls.ConnectionStat
 	f.deliver(&prefixConn{earlyConn: earlyConn{Conn: tc, pending: pending}, state: st})
 }
 
-// clientIP is the connection's client address without its port.
-func clientIP(c net.Conn) string {
-	if tcp, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		return tcp.IP.String()
-	}
-	if host, _, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
-		return host
-	}
-	return ""
-}
-
 // prefixConn is a handed-off connection: the bytes the fast path read, then
 // the rest. net/http sees no *tls.Conn, so the TLS state travels in the
 // connection's context (ServeHTTP puts it back into Request.TLS).

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -113,22 +115,11 @@ func countingBackend(t *testing.T) (Target, *backendCount) {
 	return Target{Scheme: SchemeHTTP, Addr: strings.TrimPrefix(be.URL, "http://")}, bc
 }
 
-// heapSettles waits for the live heap to come back near base.
+// heapSettles waits for the live heap to come back within 8 MiB of base.
 func heapSettles(t *testing.T, base uint64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		if ms.HeapAlloc < base+8<<20 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("heap %d MiB after the attack, %d MiB before", ms.HeapAlloc>>20, base>>20)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitFor(t, 10*time.Second, fmt.Sprintf("the heap to come back near its %d MiB before the attack", base>>20),
+		func() bool { return heapNow() < base+8<<20 })
 }
 
 func heapNow() uint64 {
@@ -259,20 +250,11 @@ func TestH2HPACKBomb(t *testing.T) {
 		rest = rest[n:]
 	}
 	goaway, closed, statuses := h.outcome(3 * time.Second)
-	if bc.n.Load() != 0 || slicesContains(statuses, "200") {
+	if bc.n.Load() != 0 || slices.Contains(statuses, "200") {
 		t.Fatalf("the bomb reached the backend (%d requests, statuses %v)", bc.n.Load(), statuses)
 	}
 	t.Logf("HPACK bomb: statuses %v, GOAWAY %v, closed %v", statuses, goaway != nil, closed)
 	h.c.Close()
-}
-
-func slicesContains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // TestH2SettingsFlood: SETTINGS (and PINGs) sent without ever reading the

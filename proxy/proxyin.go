@@ -17,11 +17,6 @@ import (
 // socket I/O after it must start at the first byte that follows it. The
 // bytes are then parsed by go-proxyproto.
 
-var (
-	v2Sig = []byte("\r\n\r\n\x00\r\nQUIT\n")
-	v1Sig = []byte("PROXY ")
-)
-
 const (
 	// maxV1Header is the longest v1 line (the spec's 107 bytes).
 	maxV1Header = 107
@@ -75,16 +70,16 @@ func readHeaderBytes(r io.Reader) ([]byte, error) {
 	if _, err := io.ReadFull(r, b[:6]); err != nil {
 		return nil, fmt.Errorf("reading the PROXY header: %w", err)
 	}
-	if bytes.Equal(b[:6], v1Sig) {
+	if bytes.Equal(b[:5], proxyproto.SIGV1) && b[5] == ' ' {
 		return readV1(r, b[:6])
 	}
-	if !bytes.Equal(b[:6], v2Sig[:6]) {
+	if !bytes.Equal(b[:6], proxyproto.SIGV2[:6]) {
 		return nil, fmt.Errorf("no PROXY header: the connection starts with %q (want a PROXY protocol v2 or v1 header first)", b[:6])
 	}
 	if _, err := io.ReadFull(r, b[6:16]); err != nil {
 		return nil, fmt.Errorf("reading the PROXY v2 header: %w", err)
 	}
-	if !bytes.Equal(b[:12], v2Sig) {
+	if !bytes.Equal(b[:12], proxyproto.SIGV2) {
 		return nil, errors.New("malformed PROXY v2 signature")
 	}
 	n := int(b[14])<<8 | int(b[15])

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"encoding/json"
 	"io"
@@ -147,16 +148,7 @@ func TestProxyProtocolInEvidence(t *testing.T) {
 func TestProxyProtocolInTCP(t *testing.T) {
 	checkGoroutines(t)
 	f := newFixture(t)
-	headers := make(chan *proxyproto.Header, 1)
-	be := startTCPBackend(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		h, err := proxyproto.Read(br)
-		if err != nil {
-			return
-		}
-		headers <- h
-		io.Copy(c, br)
-	})
+	be, headers := proxyHeaderBackend(t)
 	_, addr := startProxy(t, Config{Certs: f.store, Default: be.target(), ProxyProtocol: true, ProxyProtocolIn: true})
 	c, err := gatewayClient(t, f, addr, v2Header(t, "203.0.113.7:40000"), "")
 	if err != nil {
@@ -260,7 +252,7 @@ func FuzzProxyHeaderIn(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if !bytesPrefix(b, raw) || r.n != len(raw) {
+		if !bytes.HasPrefix(b, raw) || r.n != len(raw) {
 			t.Fatalf("read %d bytes for a %d-byte header of %q", r.n, len(raw), b)
 		}
 		src, err := parseProxyHeader(raw)
@@ -285,5 +277,3 @@ func (r *countingReader) Read(p []byte) (int, error) {
 	r.n += m
 	return m, nil
 }
-
-func bytesPrefix(b, p []byte) bool { return len(p) <= len(b) && string(b[:len(p)]) == string(p) }

@@ -389,7 +389,7 @@ func (s *Server) handle(c *trackedConn) {
 	if s.cfg.ProxyProtocolIn {
 		if err := s.readProxyHeader(c); err != nil {
 			s.stats.proxyHeaderRefused.Add(1)
-			s.log.Info("connection refused: inbound PROXY protocol header", "peer", c.Conn.RemoteAddr().String(), "err", err)
+			s.log.Debug("connection refused: inbound PROXY protocol header", "peer", c.Conn.RemoteAddr().String(), "err", err)
 			c.Close()
 			return
 		}

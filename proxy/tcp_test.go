@@ -287,9 +287,9 @@ func TestTCPH2PassthroughAndALPN(t *testing.T) {
 	}
 }
 
-func TestTCPProxyProtocolV2(t *testing.T) {
-	checkGoroutines(t)
-	f := newFixture(t)
+// proxyHeaderBackend reads the PROXY header a tcp-mode proxy sends, hands
+// it to the test, then echoes; a bad header is answered in words.
+func proxyHeaderBackend(t *testing.T) (*tcpBackend, <-chan *proxyproto.Header) {
 	headers := make(chan *proxyproto.Header, 1)
 	be := startTCPBackend(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
@@ -301,6 +301,13 @@ func TestTCPProxyProtocolV2(t *testing.T) {
 		headers <- h
 		io.Copy(c, br)
 	})
+	return be, headers
+}
+
+func TestTCPProxyProtocolV2(t *testing.T) {
+	checkGoroutines(t)
+	f := newFixture(t)
+	be, headers := proxyHeaderBackend(t)
 	_, addr := startProxy(t, Config{Certs: f.store, Default: be.target(), ProxyProtocol: true, Evidence: evidenceHandler()})
 	c := dialTLS(t, addr, f.clientTLS("App.Test"))
 	io.WriteString(c, "ping")

@@ -27,13 +27,18 @@ import (
 // newSim serves a guest-agent simulator on a unix socket and returns it with
 // its socket and a file holding its root.
 func newSim(t testing.TB) (sim *agentsim.Simulator, sock, rootFile string) {
+	return newSimWith(t, agentsim.Config{})
+}
+
+// newSimWith is newSim for a simulator configured by cfg.
+func newSimWith(t testing.TB, cfg agentsim.Config) (sim *agentsim.Simulator, sock, rootFile string) {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "ings-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	if sim, err = agentsim.New(agentsim.Config{}); err != nil {
+	if sim, err = agentsim.New(cfg); err != nil {
 		t.Fatal(err)
 	}
 	sock, rootFile = filepath.Join(dir, "dstack.sock"), filepath.Join(dir, "root.pem")

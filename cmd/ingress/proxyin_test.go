@@ -9,8 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -65,26 +63,6 @@ func FuzzPortWantsPP(f *testing.F) {
 	})
 }
 
-func simWithCompose(t *testing.T, compose string) (sock, root string) {
-	t.Helper()
-	sim, err := agentsim.New(agentsim.Config{ComposeJSON: []byte(compose)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "ings-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock, root = filepath.Join(dir, "dstack.sock"), filepath.Join(dir, "root.pem")
-	if err := sim.Serve(sock); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
-	os.WriteFile(root, sim.RootPEM(), 0o644)
-	return sock, root
-}
-
 // TestProxyProtocolInAuto: with the simulator's compose marking the listen
 // port pp, the ingress requires the gateway's PROXY v2 header and the
 // backend sees the client it names; without the mark, the same header is
@@ -96,20 +74,20 @@ func TestProxyProtocolInAuto(t *testing.T) {
 		t.Run(fmt.Sprintf("pp=%v", marked), func(t *testing.T) {
 			port := freePort(t)
 			compose := fmt.Sprintf(`{"manifest_version":2,"name":"app","runner":"docker-compose","docker_compose_file":"services: {}","port_policy":{"ports":[{"port":%d,"pp":%v}]}}`, port, marked)
-			sock, _ := simWithCompose(t, compose)
+			_, sock, _ := newSimWith(t, agentsim.Config{ComposeJSON: []byte(compose)})
 			p := startIngress(t, bin, map[string]string{"CERT_SOURCE": "self-signed", "TARGET_ENDPOINT": be.addr, "PROXY_MODE": "http",
 				"DSTACK_SIMULATOR_ENDPOINT": sock, "METRICS_LISTEN": "127.0.0.1:0"}, "--listen", fmt.Sprintf("127.0.0.1:%d", port))
 			addr, maddr := p.addr(), p.metricsAddr()
 			p.waitReady()
 
-			body, err := viaGateway(addr, "203.0.113.7:40000")
+			body, err := getAfter(addr, gatewayHeader(t, "203.0.113.7:40000"))
 			if marked && (err != nil || !strings.HasSuffix(body, " xff=203.0.113.7")) {
 				t.Fatalf("through the gateway: %q, %v\n%s", body, err, p.logs())
 			}
 			if !marked && err == nil {
 				t.Fatalf("a PROXY header was taken where the compose asks for none: %q", body)
 			}
-			_, err = plainGet(addr)
+			_, err = getAfter(addr, nil)
 			if marked && err == nil {
 				t.Fatal("a client without a PROXY header was served where the compose requires one")
 			}
@@ -123,37 +101,20 @@ func TestProxyProtocolInAuto(t *testing.T) {
 	}
 }
 
-// viaGateway does what the gateway does on a pp port: a PROXY v2 header
-// naming client, then TLS and one request.
-func viaGateway(addr, client string) (string, error) {
+// getAfter sends one request over TLS to addr, after header if there is one
+// (what the gateway does on a pp port: a PROXY header, then the client's
+// bytes).
+func getAfter(addr string, header []byte) (string, error) {
 	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return "", err
 	}
 	defer raw.Close()
 	raw.SetDeadline(time.Now().Add(10 * time.Second))
-	h := proxyproto.HeaderProxyFromAddrs(2, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(client)), raw.LocalAddr())
-	hb, err := h.Format()
-	if err != nil {
+	if _, err := raw.Write(header); err != nil {
 		return "", err
 	}
-	if _, err := raw.Write(hb); err != nil {
-		return "", err
-	}
-	return getOver(tls.Client(raw, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}}))
-}
-
-func plainGet(addr string) (string, error) {
-	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return "", err
-	}
-	defer raw.Close()
-	raw.SetDeadline(time.Now().Add(10 * time.Second))
-	return getOver(tls.Client(raw, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}}))
-}
-
-func getOver(c *tls.Conn) (string, error) {
+	c := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
 	if err := c.Handshake(); err != nil {
 		return "", err
 	}
@@ -164,4 +125,16 @@ func getOver(c *tls.Conn) (string, error) {
 	}
 	b, err := io.ReadAll(resp.Body)
 	return string(b), err
+}
+
+// gatewayHeader is a PROXY v2 header naming client.
+func gatewayHeader(t *testing.T, client string) []byte {
+	t.Helper()
+	h := proxyproto.HeaderProxyFromAddrs(2, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(client)),
+		net.TCPAddrFromAddrPort(netip.MustParseAddrPort("10.0.0.1:443")))
+	b, err := h.Format()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

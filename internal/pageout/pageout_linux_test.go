@@ -5,14 +5,15 @@ package pageout
 import (
 	"errors"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 )
 
 // TestExecutable: the test binary's read-only mappings are advised and
-// their resident size drops; the code keeps running afterwards (a paged-out
-// page comes back on its first touch).
+// their resident size drops; exeRss, run after, is paged-out code that
+// comes back on its first touch.
 func TestExecutable(t *testing.T) {
 	before := exeRss(t)
 	n, err := Executable()
@@ -25,9 +26,6 @@ func TestExecutable(t *testing.T) {
 	after := exeRss(t)
 	if after >= before {
 		t.Errorf("resident read-only pages of the executable: %d kB before, %d kB after", before, after)
-	}
-	if strings.Repeat("x", 3) != "xxx" { // runs code that was paged out
-		t.Fatal("unreachable")
 	}
 }
 
@@ -46,9 +44,9 @@ func exeRss(t *testing.T) int {
 		case len(f) >= 6 && strings.Contains(f[0], "-"):
 			in = f[5] == exe && f[1][1] == '-'
 		case in && len(f) == 3 && f[0] == "Rss:":
-			var kb int
-			for _, c := range f[1] {
-				kb = kb*10 + int(c-'0')
+			kb, err := strconv.Atoi(f[1])
+			if err != nil {
+				t.Fatalf("smaps: %q", line)
 			}
 			total += kb
 		}
