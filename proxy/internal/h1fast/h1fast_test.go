@@ -65,13 +65,21 @@ type world struct {
 	addr     string
 	handoffs chan string
 	backends atomic.Int64
+	// /hold requests tell held they arrived and answer once release is
+	// closed.
+	held     chan struct{}
+	release  chan struct{}
 	counters struct{ fast, handoffs, toB, toC, errs atomic.Uint64 }
 }
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	w := &world{h: &host{}, handoffs: make(chan string, 4)}
+	w := &world{h: &host{}, handoffs: make(chan string, 4), held: make(chan struct{}, 1), release: make(chan struct{})}
 	be := httptest.NewUnstartedServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			w.held <- struct{}{}
+			<-w.release
+		}
 		io.WriteString(rw, r.Method+" "+r.URL.RequestURI()+" xff="+r.Header.Get("X-Forwarded-For")+" xfh="+r.Header.Get("X-Forwarded-Host"))
 	}))
 	be.Config.ConnState = func(_ net.Conn, st http.ConnState) {
@@ -172,7 +180,12 @@ func TestForwardAndReuse(t *testing.T) {
 	if n := w.backends.Load(); n != 1 {
 		t.Errorf("%d backend connections for two requests, want 1 (pooled)", n)
 	}
-	if log := w.h.log(); w.counters.fast.Load() != 2 || len(log) != 2 || log[0] != "GET /a OK 192.0.2.7" {
+	// The access line is written after the response: wait for the second.
+	log := w.h.log()
+	for deadline := time.Now().Add(10 * time.Second); len(log) < 2 && time.Now().Before(deadline); log = w.h.log() {
+		time.Sleep(time.Millisecond)
+	}
+	if w.counters.fast.Load() != 2 || len(log) != 2 || log[0] != "GET /a OK 192.0.2.7" {
 		t.Errorf("fast %d, access %q", w.counters.fast.Load(), log)
 	}
 }
@@ -202,8 +215,9 @@ func TestHandoff(t *testing.T) {
 }
 
 // TestBackendDownAndQuitting: a backend that refuses is a 502 on a
-// connection that stays usable; once the Host is quitting, a response
-// closes its connection.
+// connection that stays usable; a request in flight when the Host starts
+// quitting gets its response, which closes the connection. (An idle
+// connection closes at once then: the request must be in flight first.)
 func TestBackendDownAndQuitting(t *testing.T) {
 	w := newWorld(t)
 	good := w.h.backend.Load()
@@ -215,8 +229,19 @@ func TestBackendDownAndQuitting(t *testing.T) {
 		t.Fatalf("backend down: %d, close %v; want 502 on an open connection", resp.StatusCode, resp.Close)
 	}
 	w.h.backend.Store(good)
+	io.WriteString(c, "GET /hold HTTP/1.1\r\nHost: app.test\r\n\r\n")
+	select {
+	case <-w.held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request did not reach the backend")
+	}
 	w.h.quitting.Store(true)
-	resp, _ := roundTrip(t, c, br, "GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+	close(w.release)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 || !resp.Close {
 		t.Fatalf("quitting: %d, close %v; want 200 with Connection: close", resp.StatusCode, resp.Close)
 	}
