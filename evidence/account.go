@@ -58,8 +58,11 @@ func ParseAccount(b []byte) (*Account, error) {
 		return nil, errors.New("parsing acme-account.json: field \"uri\" missing or not a string; want the account URL")
 	}
 	u, err := url.Parse(uri)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("parsing acme-account.json: uri %q is not an absolute https URL", truncate(uri))
+	// The scheme is matched as written, not as url.Parse folds it: the URI
+	// is compared byte for byte with CAA accounturi, so "HTTPS://" would
+	// pass here and fail there.
+	if err != nil || !strings.HasPrefix(uri, "https://") || u.Host == "" {
+		return nil, fmt.Errorf("parsing acme-account.json: uri %q is not an absolute https URL (want it to begin with \"https://\", lower case)", truncate(uri))
 	}
 	raw, err := json.Marshal(body)
 	if err != nil {

@@ -156,6 +156,7 @@ func TestParseAccount(t *testing.T) {
 		{`{"body":{},"uri":""}`, `"uri" missing`},
 		{`{"body":{},"uri":"http://ca/acct/1"}`, "not an absolute https URL"},
 		{`{"body":{},"uri":"acct/1"}`, "not an absolute https URL"},
+		{`{"body":{},"uri":"HTTPS://ca/acct/1"}`, "lower case"},
 		{`{"body":{},"uri":"https://ca/1"} x`, "trailing data"},
 		{`{"body":{"key":"-----BEGIN EC PRIVATE KEY-----"},"uri":"https://ca/1"}`, "PRIVATE KEY"},
 		{`{"body":{"key":{"kty":"EC","d":"secret","x":"a"}},"uri":"https://ca/1"}`, "private JWK"},
