@@ -164,6 +164,13 @@ type Config struct {
 	// is tested against; an operator can fall back to it.
 	PlainCore bool
 
+	// PlainHTTP2 sends HTTP/2 connections to net/http's server even when
+	// the fast path is on. False (the zero value): an h2 connection whose
+	// server name routes to a plain HTTP backend is served by the HTTP/2
+	// fast path (proxy/internal/h2fast); other h2 connections, and all of
+	// them under PlainCore, go to net/http.
+	PlainHTTP2 bool
+
 	// Logger receives connection and error logs. Nil: discard.
 	Logger *slog.Logger
 }

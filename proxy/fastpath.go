@@ -13,6 +13,7 @@ import (
 
 	"github.com/tee-ingress/tee-ingress/proxy/internal/epoll"
 	"github.com/tee-ingress/tee-ingress/proxy/internal/h1fast"
+	"github.com/tee-ingress/tee-ingress/proxy/internal/h2fast"
 	"github.com/tee-ingress/tee-ingress/proxy/internal/rawio"
 )
 
@@ -65,6 +66,48 @@ func (f *httpFront) serveH1(c *trackedConn, tc *tls.Conn, st *tls.ConnectionStat
 		CloseWrite: func() { c.closeWrite() },
 		Handoff:    func(pending []byte) { f.handoff(c, tc, st, pending) },
 		IP:         clientHost(c.RemoteAddr().String()),
+	}, func(abort, kick func()) {
+		f.s.mu.Lock()
+		c.abort, c.kick = abort, kick
+		f.s.mu.Unlock()
+	})
+}
+
+// fastH2 is the HTTP/2 fast path of http mode (package h2fast).
+type fastH2 = h2fast.Engine
+
+func newFastH2(f *httpFront) *fastH2 {
+	cfg := &f.s.cfg
+	st := &f.s.stats
+	return h2fast.New(f.s.ctx, h2fast.Config{
+		MaxHeaderBytes:        cfg.MaxHeaderBytes,
+		HeaderTimeout:         cfg.HeaderTimeout,
+		ClientTimeout:         cfg.ClientTimeout,
+		ServerTimeout:         cfg.ServerTimeout,
+		KeepUnderscoreHeaders: cfg.KeepUnderscoreHeaders,
+		AccessLog:             cfg.AccessLog,
+	}, fastH2Host{fastHost{f}}, f.s.log, h2fast.Counters{
+		Streams: &st.h2Streams, ToBackends: &st.toBackends,
+		ToClients: &st.toClients, BackendErrors: &st.backendErrors,
+	})
+}
+
+// serveH2 runs on the connection's goroutine until the connection ends.
+func (f *httpFront) serveH2(c *trackedConn, tc *tls.Conn, st *tls.ConnectionState) {
+	wd := int64(-1 << 62)
+	timeout := f.s.cfg.ClientTimeout
+	addr := c.RemoteAddr().String()
+	f.fast2.Serve(h2fast.Client{
+		TLS:   tc,
+		Conn:  c,
+		State: st,
+		Write: func(p []byte) error {
+			_, err := c.writeTLS(tc, p, timeout, &wd)
+			return err
+		},
+		CloseWrite: func() { c.closeWrite() },
+		IP:         clientHost(addr),
+		Addr:       addr,
 	}, func(abort, kick func()) {
 		f.s.mu.Lock()
 		c.abort, c.kick = abort, kick

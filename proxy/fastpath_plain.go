@@ -37,3 +37,11 @@ func (*fastH1) Close()             {}
 func (f *httpFront) serveH1(_ *trackedConn, tc *tls.Conn, _ *tls.ConnectionState) {
 	f.deliver(tc)
 }
+
+type fastH2 struct{}
+
+func newFastH2(*httpFront) *fastH2 { return nil }
+func (*fastH2) Close()             {}
+func (f *httpFront) serveH2(_ *trackedConn, tc *tls.Conn, _ *tls.ConnectionState) {
+	f.deliver(tc)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"net/http"
 	"time"
 )
 
@@ -18,11 +19,15 @@ type fastHost struct{ f *httpFront }
 // HTTP to net/http: it answers 421, the evidence handler, or speaks h2c or
 // TLS to the backend.
 func (h fastHost) Backend(host, path []byte) (string, bool) {
-	s := h.f.s
-	if s.cfg.Evidence != nil && s.local.match(string(path)) {
+	return h.f.plainBackend(string(host), string(path))
+}
+
+func (f *httpFront) plainBackend(host, path string) (string, bool) {
+	s := f.s
+	if s.cfg.Evidence != nil && s.local.match(path) {
 		return "", false
 	}
-	target, ok := s.router.match(hostOnly(string(host)))
+	target, ok := s.router.match(hostOnly(host))
 	if !ok || target.Scheme != "" && target.Scheme != SchemeHTTP {
 		return "", false
 	}
@@ -37,6 +42,34 @@ func (h fastHost) Quitting() bool { return h.f.s.closing.Load() }
 
 func (h fastHost) Access(method, host, path string, status int, sent int64, took time.Duration, backend, client string) {
 	h.f.s.logAccess(method, host, path, status, sent, took, backend, client)
+}
+
+// fastH2Host is the HTTP/2 fast path's view of the front (h2fast.Host).
+type fastH2Host struct{ fastHost }
+
+func (h fastH2Host) Backend(host, path string) (string, bool) {
+	return h.f.plainBackend(host, path)
+}
+
+// Local sends what net/http's handler answers itself (a local path, a host
+// with no route) to it; a host routed to a backend the fast path does not
+// speak to gets nil (421: the client opens a connection for it).
+func (h fastH2Host) Local(host, path string) http.Handler {
+	s := h.f.s
+	if s.cfg.Evidence != nil && s.local.match(path) {
+		return h.f
+	}
+	if _, ok := s.router.match(hostOnly(host)); !ok {
+		return h.f
+	}
+	return nil
+}
+
+// plainH2 reports whether an h2 connection for server name sni goes to the
+// HTTP/2 fast path: its host routes to a plain HTTP backend.
+func (f *httpFront) plainH2(sni string) bool {
+	t, ok := f.s.router.match(sni)
+	return ok && (t.Scheme == "" || t.Scheme == SchemeHTTP)
 }
 
 // handoff gives a connection the fast path read pending from, and does not

@@ -30,6 +30,7 @@ type httpFront struct {
 	proxies    map[Target]*httputil.ReverseProxy
 	transports []*http.Transport
 	fast       *fastH1 // nil: HTTP/1.1 connections go to net/http too
+	fast2      *fastH2 // nil: HTTP/2 connections go to net/http too
 
 	// fresh holds the connections net/http has read no request on yet,
 	// with when they arrived (see closeFresh).
@@ -107,6 +108,9 @@ func (s *Server) newHTTPFront() error {
 	}
 	if protos.HTTP1() && !cfg.PlainCore {
 		f.fast = newFastH1(f)
+	}
+	if protos.HTTP2() && !cfg.PlainCore && !cfg.PlainHTTP2 {
+		f.fast2 = newFastH2(f)
 	}
 	s.http = f
 	s.wg.Add(1)
@@ -441,6 +445,9 @@ func (f *httpFront) closeFresh() {
 func (f *httpFront) closeIdle() {
 	if f.fast != nil {
 		f.fast.Close()
+	}
+	if f.fast2 != nil {
+		f.fast2.Close()
 	}
 	for _, t := range f.transports {
 		t.CloseIdleConnections()

@@ -46,6 +46,7 @@ type counters struct {
 	// The http fast path: requests it answered, connections it handed to
 	// net/http (for tests and benchmarks; not part of Stats).
 	h1Fast, h1Handoffs atomic.Uint64
+	h2Streams          atomic.Uint64 // streams the HTTP/2 fast path served
 }
 
 // Server terminates TLS and forwards to backends. Create it with New, run it with
@@ -410,9 +411,12 @@ func (s *Server) handle(c *trackedConn) {
 		return
 	}
 	if s.http != nil {
-		if s.http.fast != nil && st.NegotiatedProtocol != "h2" {
+		switch {
+		case st.NegotiatedProtocol != "h2" && s.http.fast != nil:
 			s.http.serveH1(c, tc, &st)
-		} else {
+		case st.NegotiatedProtocol == "h2" && s.http.fast2 != nil && s.http.plainH2(st.ServerName):
+			s.http.serveH2(c, tc, &st)
+		default:
 			s.http.deliver(tc)
 		}
 		return

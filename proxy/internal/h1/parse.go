@@ -230,8 +230,8 @@ func unhex(c byte) int {
 	return -1
 }
 
-// validHost: what a Host header may hold (reg-name, IPv4, [IPv6], port).
-func validHost(h []byte) bool {
+// ValidHost: what a Host header may hold (reg-name, IPv4, [IPv6], port).
+func ValidHost(h []byte) bool {
 	if len(h) == 0 {
 		return false
 	}
@@ -277,6 +277,20 @@ func eachToken(v []byte, fn func([]byte) bool) bool {
 		}
 	}
 	return true
+}
+
+// Dropped reports whether a request header named name is never forwarded:
+// hop-by-hop, or the proxy's to set (as ReverseProxy drops them). Both fast
+// paths, HTTP/1.1 and HTTP/2, drop by this one rule.
+func Dropped(name []byte) bool {
+	switch {
+	case equalFold(name, "keep-alive"), equalFold(name, "proxy-connection"),
+		equalFold(name, "proxy-authenticate"), equalFold(name, "proxy-authorization"),
+		equalFold(name, "x-forwarded-for"), equalFold(name, "x-forwarded-host"),
+		equalFold(name, "x-forwarded-proto"), equalFold(name, "forwarded"), equalFold(name, "x-real-ip"):
+		return true
+	}
+	return false
 }
 
 // ParseRequestHead parses a complete head (HeadEnd's length). ok is false
@@ -354,11 +368,7 @@ func ParseRequestHead(head []byte, hdrs []Header) (req Request, ok bool) {
 		case equalFold(n, "upgrade"), equalFold(n, "expect"),
 			equalFold(n, "te"), equalFold(n, "trailer"), equalFold(n, "http2-settings"):
 			notPlain = true
-		case equalFold(n, "keep-alive"), equalFold(n, "proxy-connection"),
-			equalFold(n, "proxy-authenticate"), equalFold(n, "proxy-authorization"),
-			equalFold(n, "x-forwarded-for"), equalFold(n, "x-forwarded-host"),
-			equalFold(n, "x-forwarded-proto"), equalFold(n, "forwarded"), equalFold(n, "x-real-ip"):
-			// Hop-by-hop, or ours to set: dropped as ReverseProxy drops them.
+		case Dropped(n):
 			h.Drop = true
 		}
 	}
@@ -372,7 +382,7 @@ func ParseRequestHead(head []byte, hdrs []Header) (req Request, ok bool) {
 		req.Reject = "a Transfer-Encoding whose last coding is not chunked"
 		return req, false
 	}
-	if notPlain || hosts != 1 || !validHost(req.Host) {
+	if notPlain || hosts != 1 || !ValidHost(req.Host) {
 		return req, false
 	}
 	return req, true
@@ -496,7 +506,11 @@ func (c *ChunkedReader) Data() int64 { return c.data }
 // Feed consumes b; it returns how many bytes belong to the body (less than
 // len(b) only when the body ended) and whether the body is complete. An
 // error means the body is malformed.
-func (c *ChunkedReader) Feed(b []byte) (int, bool, error) {
+func (c *ChunkedReader) Feed(b []byte) (int, bool, error) { return c.FeedData(b, nil) }
+
+// FeedData is Feed that also passes each run of chunk data in b to data
+// (nil: none), for a reader that takes the framing off.
+func (c *ChunkedReader) FeedData(b []byte, data func([]byte)) (int, bool, error) {
 	for i := 0; i < len(b); i++ {
 		ch := b[i]
 		switch c.state {
@@ -541,6 +555,9 @@ func (c *ChunkedReader) Feed(b []byte) (int, bool, error) {
 			}
 		case chData:
 			n := min(int64(len(b)-i), c.size)
+			if data != nil {
+				data(b[i : i+int(n)])
+			}
 			c.size -= n
 			c.data += n
 			i += int(n) - 1

@@ -125,7 +125,7 @@ func FuzzParseRequestHead(f *testing.F) {
 		if !ok {
 			return
 		}
-		if !validHost(req.Host) || req.ContentLength < -1 {
+		if !ValidHost(req.Host) || req.ContentLength < -1 {
 			t.Fatalf("%q: accepted host %q length %d", s, req.Host, req.ContentLength)
 		}
 		lengths := 0
