@@ -129,15 +129,25 @@ func heapNow() uint64 {
 	return ms.HeapAlloc
 }
 
+// bothH2Paths runs an attack on the HTTP/2 fast path and on net/http's
+// server (Config.PlainHTTP2): the fast path must hold at least as well.
+func bothH2Paths(t *testing.T, run func(t *testing.T, plain bool)) {
+	t.Run("fast", func(t *testing.T) {
+		skipOnPlainCore(t, "the plain core has no HTTP/2 fast path")
+		run(t, false)
+	})
+	t.Run("net-http", func(t *testing.T) { run(t, true) })
+}
+
 // attack starts http mode in front of a counting backend and dials it as a
 // raw HTTP/2 client. When the test ends (the connection closed first),
 // goroutines and the heap must be back where they were.
-func attack(t *testing.T, settings ...http2.Setting) (*h2raw, *backendCount) {
+func attack(t *testing.T, plain bool, settings ...http2.Setting) (*h2raw, *backendCount) {
 	t.Helper()
 	checkGoroutines(t)
 	f := newFixture(t)
 	be, bc := countingBackend(t)
-	_, addr := startProxy(t, Config{Certs: f.store, Mode: ModeHTTP, Default: be})
+	_, addr := startProxy(t, Config{Certs: f.store, Mode: ModeHTTP, Default: be, PlainHTTP2: plain})
 	base := heapNow()
 	t.Cleanup(func() {
 		if !t.Failed() {
@@ -150,8 +160,10 @@ func attack(t *testing.T, settings ...http2.Setting) (*h2raw, *backendCount) {
 // TestH2RapidReset (CVE-2023-44487): 5000 streams opened and reset at once
 // hold the backend at most MaxConcurrentStreams (250) at a time, however
 // fast the client resets them; nothing is left behind.
-func TestH2RapidReset(t *testing.T) {
-	h, bc := attack(t)
+func TestH2RapidReset(t *testing.T) { bothH2Paths(t, h2RapidReset) }
+
+func h2RapidReset(t *testing.T, plain bool) {
+	h, bc := attack(t, plain)
 	blk := h.block("/hold")
 	for id := uint32(1); id < 10000; id += 2 {
 		if h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: blk, EndStream: true, EndHeaders: true}) != nil {
@@ -172,8 +184,10 @@ func TestH2RapidReset(t *testing.T) {
 
 // TestH2StreamLimit: a client opening more streams than it was allowed
 // gets them refused; at most 250 hold the backend.
-func TestH2StreamLimit(t *testing.T) {
-	h, bc := attack(t)
+func TestH2StreamLimit(t *testing.T) { bothH2Paths(t, h2StreamLimit) }
+
+func h2StreamLimit(t *testing.T, plain bool) {
+	h, bc := attack(t, plain)
 	blk := h.block("/hold")
 	for id := uint32(1); id <= 2*300; id += 2 {
 		if h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: blk, EndStream: true, EndHeaders: true}) != nil {
@@ -205,8 +219,10 @@ func TestH2StreamLimit(t *testing.T) {
 // TestH2ContinuationFlood (CVE-2024-27316): a header block that never ends,
 // sent as endless CONTINUATION frames, ends the connection once it passes
 // the header limit; the proxy does not buffer the flood.
-func TestH2ContinuationFlood(t *testing.T) {
-	h, bc := attack(t)
+func TestH2ContinuationFlood(t *testing.T) { bothH2Paths(t, h2ContinuationFlood) }
+
+func h2ContinuationFlood(t *testing.T, plain bool) {
+	h, bc := attack(t, plain)
 	if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h.block("/"), EndHeaders: false}); err != nil {
 		t.Fatal(err)
 	}
@@ -231,8 +247,10 @@ func TestH2ContinuationFlood(t *testing.T) {
 // TestH2HPACKBomb: a 4 KiB header value put in the dynamic table once and
 // referenced 2000 times (a few KiB on the wire, 8 MiB decoded) is refused
 // before it reaches the backend.
-func TestH2HPACKBomb(t *testing.T) {
-	h, bc := attack(t)
+func TestH2HPACKBomb(t *testing.T) { bothH2Paths(t, h2HPACKBomb) }
+
+func h2HPACKBomb(t *testing.T, plain bool) {
+	h, bc := attack(t, plain)
 	big := hpack.HeaderField{Name: "x-bomb", Value: strings.Repeat("b", 4000)}
 	blk := h.block("/", big)
 	// Index 62 is the newest dynamic entry: x-bomb. One byte each.
@@ -260,8 +278,10 @@ func TestH2HPACKBomb(t *testing.T) {
 // TestH2SettingsFlood: SETTINGS (and PINGs) sent without ever reading the
 // acknowledgements end the connection once the server's queue of control
 // frames is full, instead of growing it.
-func TestH2SettingsFlood(t *testing.T) {
-	h, _ := attack(t)
+func TestH2SettingsFlood(t *testing.T) { bothH2Paths(t, h2SettingsFlood) }
+
+func h2SettingsFlood(t *testing.T, plain bool) {
+	h, _ := attack(t, plain)
 	h.c.SetWriteDeadline(time.Now().Add(20 * time.Second))
 	sent, err := 0, error(nil)
 	for ; sent < 1_000_000 && err == nil; sent++ {
@@ -281,8 +301,10 @@ func TestH2SettingsFlood(t *testing.T) {
 // TestH2ZeroWindow: a client that grants no flow-control window gets the
 // response head but no body, the proxy does not buffer the 1 MiB body
 // meanwhile, and when the client goes the backend request is cancelled.
-func TestH2ZeroWindow(t *testing.T) {
-	h, bc := attack(t, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+func TestH2ZeroWindow(t *testing.T) { bothH2Paths(t, h2ZeroWindow) }
+
+func h2ZeroWindow(t *testing.T, plain bool) {
+	h, bc := attack(t, plain, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
 	base := heapNow()
 	if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h.block("/big"), EndStream: true, EndHeaders: true}); err != nil {
 		t.Fatal(err)

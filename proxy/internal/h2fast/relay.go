@@ -284,7 +284,7 @@ func (x *exchange) sendBody(rb []byte) error {
 }
 
 // readHead reads the response head into rb; 1xx responses are read past
-// (not forwarded). The head is rb[:n]; rb[n:have] starts the body.
+// (sent on as they come). The head is rb[:n]; rb[n:have] starts the body.
 func (x *exchange) readHead(rb []byte) (resp h1.Response, n, have int, err error) {
 	for {
 		for n = h1.HeadEnd(rb[:have]); n < 0; n = h1.HeadEnd(rb[:have]) {
@@ -311,6 +311,11 @@ func (x *exchange) readHead(rb []byte) (resp h1.Response, n, have int, err error
 		if resp.Status >= 200 {
 			return resp, n, have, nil
 		}
+		// 1xx (100, 103): forwarded, as ReverseProxy does; the response
+		// follows.
+		if err := x.c.writeHeaders(x.s, x.block(nil, &resp), false); err != nil {
+			return resp, 0, 0, fmt.Errorf("%w: %w", errClient, err)
+		}
 		have = copy(rb, rb[n:have])
 	}
 }
@@ -318,12 +323,7 @@ func (x *exchange) readHead(rb []byte) (resp h1.Response, n, have int, err error
 // respond sends the response head as HEADERS and the body as DATA.
 func (x *exchange) respond(resp *h1.Response, rb []byte, n, have int) error {
 	noBody := h1.NoBody([]byte(x.req.method), resp.Status)
-	blk := appendStatus(rb[have:have], resp.Status) // the free end of rb, if it fits
-	for _, hd := range resp.Headers {
-		if !hd.Drop && !hopByHop(hd.Name) {
-			blk = appendFieldLower(blk, hd.Name, hd.Value)
-		}
-	}
+	blk := x.block(rb[have:have], resp) // the free end of rb, if it fits
 	if err := x.c.writeHeaders(x.s, blk, noBody); err != nil {
 		return fmt.Errorf("%w: %w", errClient, err)
 	}
@@ -335,6 +335,17 @@ func (x *exchange) respond(resp *h1.Response, rb []byte, n, have int) error {
 		return nil
 	}
 	return x.copyBody(&body, rb, rb[n:have])
+}
+
+// block appends resp's header block to b.
+func (x *exchange) block(b []byte, resp *h1.Response) []byte {
+	b = appendStatus(b, resp.Status)
+	for _, hd := range resp.Headers {
+		if !hd.Drop && !hopByHop(hd.Name) {
+			b = appendFieldLower(b, hd.Name, hd.Value)
+		}
+	}
+	return b
 }
 
 // hopByHop: response fields HTTP/2 has no place for (RFC 9113 8.2.2) that
