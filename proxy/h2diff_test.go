@@ -64,6 +64,13 @@ func h2Exchange(t *testing.T, f *fixture, addr, authority, method, path string, 
 // reply reads stream 1's response until it ends.
 func (h *h2raw) reply(t *testing.T) h2Reply {
 	t.Helper()
+	return h.replyOn(t, 1)
+}
+
+// replyOn reads stream id's response until it ends; frames of other
+// streams are read past.
+func (h *h2raw) replyOn(t *testing.T, id uint32) h2Reply {
+	t.Helper()
 	h.c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	dec := hpack.NewDecoder(4096, nil)
 	var r h2Reply
@@ -74,6 +81,9 @@ func (h *h2raw) reply(t *testing.T) h2Reply {
 			t.Fatalf("reading the response: %v (so far %v)", err, r)
 		}
 		end := false
+		if sid := fr.Header().StreamID; sid != 0 && sid != id {
+			continue
+		}
 		switch fr := fr.(type) {
 		case *http2.SettingsFrame:
 			if !fr.IsAck() {
