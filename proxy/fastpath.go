@@ -98,16 +98,19 @@ func (f *httpFront) serveH2(c *trackedConn, tc *tls.Conn, st *tls.ConnectionStat
 	timeout := f.s.cfg.ClientTimeout
 	addr := c.RemoteAddr().String()
 	f.fast2.Serve(h2fast.Client{
-		TLS:   tc,
+		Read:  tc,
 		Conn:  c,
 		State: st,
 		Write: func(p []byte) error {
 			_, err := c.writeTLS(tc, p, timeout, &wd)
 			return err
 		},
-		CloseWrite: func() { c.closeWrite() },
-		IP:         clientHost(addr),
-		Addr:       addr,
+		CloseWrite: func() {
+			tc.CloseWrite()
+			c.closeWrite()
+		},
+		IP:   clientHost(addr),
+		Addr: addr,
 	}, func(abort, kick func()) {
 		f.s.mu.Lock()
 		c.abort, c.kick = abort, kick

@@ -106,12 +106,7 @@ func (s *Server) newHTTPFront() error {
 			WriteByteTimeout:          cfg.ClientTimeout,
 		},
 	}
-	if protos.HTTP1() && !cfg.PlainCore {
-		f.fast = newFastH1(f)
-	}
-	if protos.HTTP2() && !cfg.PlainCore && !cfg.PlainHTTP2 {
-		f.fast2 = newFastH2(f)
-	}
+	f.startFastPaths(&protos)
 	s.http = f
 	s.wg.Add(1)
 	go func() {
@@ -119,6 +114,17 @@ func (s *Server) newHTTPFront() error {
 		f.srv.Serve(f.queue)
 	}()
 	return nil
+}
+
+// startFastPaths starts the fast paths the configuration allows.
+func (f *httpFront) startFastPaths(protos *http.Protocols) {
+	cfg := &f.s.cfg
+	if protos.HTTP1() && !cfg.PlainCore {
+		f.fast = newFastH1(f)
+	}
+	if protos.HTTP2() && !cfg.PlainCore && !cfg.PlainHTTP2 {
+		f.fast2 = newFastH2(f)
+	}
 }
 
 // newReverseProxy is the handler for one backend at u, reached through tr.

@@ -22,8 +22,8 @@ var longFuncs = map[string]string{
 	// Byte-level parsers of untrusted input: one loop over the bytes whose
 	// states share locals; each is fuzzed against net/http's reading of the
 	// same bytes (FuzzParseRequestHead, FuzzChunkedReader).
-	"proxy/internal/h1/parse.go:ParseRequestHead":      "one pass over a request head",
-	"proxy/internal/h1/parse.go:(*ChunkedReader).Feed": "chunked-encoding state machine",
+	"proxy/internal/h1/parse.go:ParseRequestHead":          "one pass over a request head",
+	"proxy/internal/h1/parse.go:(*ChunkedReader).FeedData": "chunked-encoding state machine",
 	// Test stand-ins: one switch over record or query types each.
 	"internal/cfemu/records.go:build":                "Cloudflare record types",
 	"internal/dnsserver/handler.go:(*Server).answer": "DNS query types",

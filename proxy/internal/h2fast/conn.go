@@ -81,7 +81,6 @@ func (e *Engine) Serve(cl Client, register func(abort, kick func())) {
 // with unread bytes would reset the connection, and the client could lose
 // the GOAWAY that says why.
 func (c *conn) linger() {
-	c.c.TLS.CloseWrite()
 	c.c.CloseWrite()
 	c.c.Conn.SetReadDeadline(time.Now().Add(time.Second))
 	io.CopyN(io.Discard, c.c.Conn, 1<<20)
@@ -108,7 +107,7 @@ func (c *conn) failLocked() {
 // connection error is answered with GOAWAY, written before the close.
 func (c *conn) serve() error {
 	c.c.Conn.SetReadDeadline(time.Now().Add(c.e.cfg.HeaderTimeout))
-	br := bufio.NewReaderSize(c.c.TLS, 16<<10)
+	br := bufio.NewReaderSize(c.c.Read, 16<<10)
 	var preface [len(http2.ClientPreface)]byte
 	if _, err := io.ReadFull(br, preface[:]); err != nil || string(preface[:]) != http2.ClientPreface {
 		return errors.New("no HTTP/2 client preface")

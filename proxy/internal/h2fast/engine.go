@@ -24,6 +24,7 @@ package h2fast
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -54,12 +55,12 @@ type Host interface {
 
 // Client is the client side of one connection.
 type Client struct {
-	TLS   *tls.Conn // frames are read from it
+	Read  io.Reader // the TLS connection: frames are read from it
 	Conn  net.Conn  // the socket under TLS: read deadlines, close
 	State *tls.ConnectionState
 	// Write writes to the client through TLS, pushing the write deadline.
 	Write func(p []byte) error
-	// CloseWrite half-closes the socket once TLS said goodbye.
+	// CloseWrite says goodbye: TLS close_notify, then the TCP half-close.
 	CloseWrite func()
 	// IP is the client's address without port ("" if unknown); Addr is
 	// host:port, the RemoteAddr local handlers see.
