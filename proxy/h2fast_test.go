@@ -295,3 +295,40 @@ func TestH2FastAccessLog(t *testing.T) {
 		t.Error("the access log carries a query string")
 	}
 }
+
+// TestH2FastResetWhileBlocked: a stream whose response waits for window
+// the client never grants ends when the client resets it: the connection
+// then idles out (GOAWAY), which it cannot while the stream still runs.
+func TestH2FastResetWhileBlocked(t *testing.T) {
+	skipOnPlainCore(t, "the HTTP/2 fast path")
+	checkGoroutines(t)
+	f := newFixture(t)
+	be, _ := countingBackend(t)
+	_, addr := startProxy(t, Config{Certs: f.store, Mode: ModeHTTP, Default: be, ClientTimeout: 300 * time.Millisecond})
+	h := dialH2Raw(t, f, addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	defer h.c.Close()
+	if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h.block("/big"), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	// The response head comes; the body cannot.
+	h.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		fr, err := h.fr.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := fr.(*http2.HeadersFrame); ok {
+			break
+		}
+		if s, ok := fr.(*http2.SettingsFrame); ok && !s.IsAck() {
+			h.fr.WriteSettingsAck()
+		}
+	}
+	if err := h.fr.WriteRSTStream(1, http2.ErrCodeCancel); err != nil {
+		t.Fatal(err)
+	}
+	goaway, closed, _ := h.outcome(10 * time.Second)
+	if goaway == nil || !closed {
+		t.Fatalf("GOAWAY %v, closed %v: the reset stream still holds the connection", goaway, closed)
+	}
+}

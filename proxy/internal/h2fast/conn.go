@@ -227,6 +227,7 @@ func (c *conn) streamErrorLocked(id uint32, code http2.ErrCode) {
 	if s := c.streams[id]; s != nil {
 		s.abortLocked()
 		c.forgetLocked(s)
+		c.space.Broadcast() // its goroutine may wait for window or body
 	}
 	if id > c.maxClientID {
 		c.maxClientID = id

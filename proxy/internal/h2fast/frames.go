@@ -181,5 +181,6 @@ func (c *conn) onReset(f *http2.RSTStreamFrame) error {
 	}
 	s.abortLocked()
 	c.forgetLocked(s)
+	c.space.Broadcast() // its goroutine may wait for window or body
 	return nil
 }
