@@ -132,6 +132,40 @@ func BenchmarkHTTPKeepAlive(b *testing.B) {
 		_, addr := startProxy(b, Config{Certs: f.store, Mode: ModeHTTP, Default: target, Evidence: evidenceHandler()})
 		run(b, addr, true)
 	})
+	b.Run("proxy-http-h2-nethttp", func(b *testing.B) {
+		_, addr := startProxy(b, Config{Certs: f.store, Mode: ModeHTTP, Default: target, Evidence: evidenceHandler(), PlainHTTP2: true})
+		run(b, addr, true)
+	})
+}
+
+// BenchmarkH2Concurrent: many streams at once on one HTTP/2 connection (as
+// h2load -m10 and browsers do), on the HTTP/2 fast path and on net/http.
+func BenchmarkH2Concurrent(b *testing.B) {
+	f := newFixture(b)
+	body := strings.Repeat("x", 64)
+	be := startH2CBackend(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, body) }))
+	target := Target{Scheme: SchemeHTTP, Addr: strings.TrimPrefix(be.URL, "http://")}
+	for _, plain := range []bool{false, true} {
+		b.Run(map[bool]string{false: "fast", true: "nethttp"}[plain], func(b *testing.B) {
+			_, addr := startProxy(b, Config{Certs: f.store, Mode: ModeHTTP, Default: target, PlainHTTP2: plain})
+			hc := f.httpClient(addr, true)
+			defer hc.CloseIdleConnections()
+			b.ReportAllocs()
+			b.SetParallelism(8)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					resp, err := hc.Get("https://app.test/")
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			})
+		})
+	}
 }
 
 // BenchmarkNewConnection: a full TLS handshake (no resumption), one 64-byte

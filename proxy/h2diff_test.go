@@ -14,16 +14,19 @@ import (
 
 // net/http's HTTP/2 server with ReverseProxy (Config.PlainHTTP2) is the
 // reference for the HTTP/2 fast path: the same frames go to both, and the
-// backend must see the same request, the client the same response. The
-// deliberate differences are listed in h2Divergences.
+// backend must see the same request, the client the same response.
 
-// h2Divergences: what the fast path does differently from net/http, on
-// purpose.
-var h2Divergences = map[string]string{
-	"content-type": "net/http sniffs a Content-Type for a body that came without one; the fast path sends the backend's fields as they are, as nginx does",
-	"length":       "a request body without Content-Length that came whole before the backend was asked goes with one (nginx buffers and sends it so); net/http streams it chunked",
-	"trailers":     "net/http forwards the trailer of a chunked HTTP/1.1 response; the fast path drops it (gRPC, which needs trailers, goes to h2c backends: net/http)",
-}
+// The deliberate differences, each allowed for where it shows:
+//   - Content-Type: net/http sniffs one for a body that came without it; the
+//     fast path sends the backend's fields as they are, as nginx does.
+//   - a request body without Content-Length that came whole before the
+//     backend was asked goes with a length (nginx buffers and sends it so);
+//     net/http streams it chunked.
+//   - trailers of a chunked HTTP/1.1 response: net/http forwards them, the
+//     fast path drops them (gRPC, which needs trailers, goes to h2c
+//     backends, which net/http serves).
+//   - a host routed to an h2c or TLS backend: net/http proxies it, the fast
+//     path answers 421 and the client opens a connection for that host.
 
 // h2Reply is one stream's response as the client saw it.
 type h2Reply struct {
