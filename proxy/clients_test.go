@@ -183,3 +183,24 @@ func runOpenSSL(t *testing.T, stdin string, args []string, want []string) (strin
 		}
 	}
 }
+
+// TestH2Load: nghttp2's h2load, many streams at once on a few connections,
+// on the HTTP/2 fast path and on net/http: every request answered 2xx, the
+// fast path's through the fast path.
+func TestH2Load(t *testing.T) {
+	checkGoroutines(t)
+	f := newFixture(t)
+	app := startHTTPBackend(t, "app")
+	for _, plain := range []bool{false, true} {
+		s, addr := startProxy(t, Config{Certs: f.store, Mode: ModeHTTP, Default: app.target(), PlainHTTP2: plain})
+		out, _ := runTool(t, "", "h2load", "-n", "3000", "-c", "4", "-m", "10", "--connect-to", addr,
+			"https://app.test:"+portOf(addr)+"/load")
+		if !strings.Contains(out, "3000 total, 3000 started, 3000 done, 3000 succeeded, 0 failed, 0 errored") ||
+			!strings.Contains(out, "status codes: 3000 2xx") {
+			t.Errorf("plain=%v: h2load:\n%s", plain, out)
+		}
+		if fast := s.stats.h2Streams.Load(); (fast == 3000) == (plain || *plainCore) {
+			t.Errorf("plain=%v: the fast path served %d of the 3000 streams", plain, fast)
+		}
+	}
+}
