@@ -31,21 +31,26 @@ func rawRead(fd uintptr, p []byte) (int, syscall.Errno) { return rawio.Recv(fd, 
 
 func unwrapRaw(err error) error { return rawio.UnwrapErr(err) }
 
-// fastH1 is the HTTP/1.1 fast path of http mode (package h1fast).
-type fastH1 = h1fast.Engine
-
-// newFastH1 is f's fast path (the plain-core build has none).
-func newFastH1(f *httpFront) *fastH1 {
-	cfg := &f.s.cfg
-	st := &f.s.stats
-	return h1fast.New(f.s.ctx, h1fast.Config{
+// fastConfig is the limits both fast paths take from cfg (h2fast.Config
+// has the same fields).
+func fastConfig(cfg *Config) h1fast.Config {
+	return h1fast.Config{
 		MaxHeaderBytes:        cfg.MaxHeaderBytes,
 		HeaderTimeout:         cfg.HeaderTimeout,
 		ClientTimeout:         cfg.ClientTimeout,
 		ServerTimeout:         cfg.ServerTimeout,
 		KeepUnderscoreHeaders: cfg.KeepUnderscoreHeaders,
 		AccessLog:             cfg.AccessLog,
-	}, fastHost{f}, f.s.log, h1fast.Counters{
+	}
+}
+
+// fastH1 is the HTTP/1.1 fast path of http mode (package h1fast).
+type fastH1 = h1fast.Engine
+
+// newFastH1 is f's fast path (the plain-core build has none).
+func newFastH1(f *httpFront) *fastH1 {
+	st := &f.s.stats
+	return h1fast.New(f.s.ctx, fastConfig(&f.s.cfg), fastHost{f}, f.s.log, h1fast.Counters{
 		Fast: &st.h1Fast, Handoffs: &st.h1Handoffs, ToBackends: &st.toBackends,
 		ToClients: &st.toClients, BackendErrors: &st.backendErrors,
 	})
@@ -77,16 +82,8 @@ func (f *httpFront) serveH1(c *trackedConn, tc *tls.Conn, st *tls.ConnectionStat
 type fastH2 = h2fast.Engine
 
 func newFastH2(f *httpFront) *fastH2 {
-	cfg := &f.s.cfg
 	st := &f.s.stats
-	return h2fast.New(f.s.ctx, h2fast.Config{
-		MaxHeaderBytes:        cfg.MaxHeaderBytes,
-		HeaderTimeout:         cfg.HeaderTimeout,
-		ClientTimeout:         cfg.ClientTimeout,
-		ServerTimeout:         cfg.ServerTimeout,
-		KeepUnderscoreHeaders: cfg.KeepUnderscoreHeaders,
-		AccessLog:             cfg.AccessLog,
-	}, fastH2Host{fastHost{f}}, f.s.log, h2fast.Counters{
+	return h2fast.New(f.s.ctx, h2fast.Config(fastConfig(&f.s.cfg)), fastH2Host{fastHost{f}}, f.s.log, h2fast.Counters{
 		Streams: &st.h2Streams, ToBackends: &st.toBackends,
 		ToClients: &st.toClients, BackendErrors: &st.backendErrors,
 	})

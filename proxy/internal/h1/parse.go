@@ -612,6 +612,23 @@ func AppendStatusLine(b []byte, status int, reason []byte) []byte {
 	return append(b, "\r\n"...)
 }
 
+// AppendForwarded appends the fields the proxy sets on every request it
+// forwards: the client's address (ip, when known) in X-Forwarded-For and
+// X-Real-IP, the host the client asked for, and the scheme it used. Both
+// fast paths write them so.
+func AppendForwarded[S string | []byte](b []byte, ip string, host S) []byte {
+	if ip != "" {
+		b = append(b, "X-Forwarded-For: "...)
+		b = append(b, ip...)
+		b = append(b, "\r\nX-Real-IP: "...)
+		b = append(b, ip...)
+		b = append(b, "\r\n"...)
+	}
+	b = append(b, "X-Forwarded-Host: "...)
+	b = append(b, host...)
+	return append(b, "\r\nX-Forwarded-Proto: https\r\n"...)
+}
+
 // AppendHeader appends one header line.
 func AppendHeader(b []byte, hd Header) []byte {
 	b = append(b, hd.Name...)

@@ -303,15 +303,7 @@ func (h *conn) appendRequest(b []byte, req *h1.Request, body []byte) []byte {
 			b = h1.AppendHeader(b, hd)
 		}
 	}
-	if h.c.IP != "" {
-		b = append(b, "X-Forwarded-For: "...)
-		b = append(b, h.c.IP...)
-		b = append(b, "\r\nX-Real-IP: "...)
-		b = append(b, h.c.IP...)
-		b = append(b, "\r\n"...)
-	}
-	b = append(b, "X-Forwarded-Host: "...)
-	b = append(b, req.Host...)
-	b = append(b, "\r\nX-Forwarded-Proto: https\r\n\r\n"...)
+	b = h1.AppendForwarded(b, h.c.IP, req.Host)
+	b = append(b, "\r\n"...)
 	return append(b, body...)
 }

@@ -167,16 +167,7 @@ func (c *conn) appendFields(b []byte, req *request) []byte {
 	if cookies > 0 {
 		b = append(b, "\r\n"...)
 	}
-	if c.c.IP != "" {
-		b = append(b, "X-Forwarded-For: "...)
-		b = append(b, c.c.IP...)
-		b = append(b, "\r\nX-Real-IP: "...)
-		b = append(b, c.c.IP...)
-		b = append(b, "\r\n"...)
-	}
-	b = append(b, "X-Forwarded-Host: "...)
-	b = append(b, req.authority...)
-	return append(b, "\r\nX-Forwarded-Proto: https\r\n"...)
+	return h1.AppendForwarded(b, c.c.IP, req.authority)
 }
 
 // giveBack returns n body bytes' worth of window to the client.
