@@ -78,6 +78,8 @@ func (h *h2raw) replyOn(t *testing.T, id uint32) h2Reply {
 	dec := hpack.NewDecoder(4096, nil)
 	var r h2Reply
 	var body strings.Builder
+	var block []byte // a header block across CONTINUATION frames
+	endAfterBlock := false
 	for {
 		fr, err := h.fr.ReadFrame()
 		if err != nil {
@@ -93,12 +95,20 @@ func (h *h2raw) replyOn(t *testing.T, id uint32) h2Reply {
 				h.fr.WriteSettingsAck()
 			}
 		case *http2.HeadersFrame:
-			hfs, err := dec.DecodeFull(fr.HeaderBlockFragment())
-			if err != nil {
-				t.Fatal(err)
+			block = append(block[:0], fr.HeaderBlockFragment()...)
+			endAfterBlock = fr.StreamEnded()
+			if !fr.HeadersEnded() {
+				continue
 			}
-			r.addBlock(hfs)
-			end = fr.StreamEnded()
+			r.addBlock(decodeBlock(t, dec, block))
+			end = endAfterBlock
+		case *http2.ContinuationFrame:
+			block = append(block, fr.HeaderBlockFragment()...)
+			if !fr.HeadersEnded() {
+				continue
+			}
+			r.addBlock(decodeBlock(t, dec, block))
+			end = endAfterBlock
 		case *http2.DataFrame:
 			body.Write(fr.Data())
 			end = fr.StreamEnded()
@@ -116,6 +126,15 @@ func (h *h2raw) replyOn(t *testing.T, id uint32) h2Reply {
 			return r
 		}
 	}
+}
+
+func decodeBlock(t *testing.T, dec *hpack.Decoder, block []byte) []hpack.HeaderField {
+	t.Helper()
+	hfs, err := dec.DecodeFull(block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hfs
 }
 
 func (r *h2Reply) addBlock(hfs []hpack.HeaderField) {
@@ -228,6 +247,7 @@ func TestH2FastAndNetHTTPAgreeOnResponses(t *testing.T) {
 		{"set-cookie twice", "GET", "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 0\r\n\r\n"},
 		{"hop-by-hop fields", "GET", "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nContent-Length: 1\r\nContent-Type: text/plain\r\n\r\nk"},
 		{"body until close", "GET", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nto the end"},
+		{"head past 16 KiB", "GET", "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("h", 20000) + "\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"},
 		{"large body", "GET", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 200000\r\n\r\n" + strings.Repeat("z", 200000)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

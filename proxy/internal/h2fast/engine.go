@@ -110,9 +110,10 @@ func (e *Engine) Close() { e.pool.Close() }
 const (
 	maxStreams     = 250      // SETTINGS_MAX_CONCURRENT_STREAMS
 	maxFrame       = 16 << 10 // SETTINGS_MAX_FRAME_SIZE we read
+	maxRespHead    = 64 << 10 // a backend's response head, as the HTTP/1.1 fast path allows
 	headerTable    = 4 << 10  // HPACK table we decode with
 	streamWindow   = 1 << 20  // what a client may send on one stream before we read it
-	connWindow     = 4 << 20  // ... and on the connection
+	connWindow     = 1 << 20  // ... and on the connection (net/http's defaults)
 	highWater      = 64 << 10 // frames queued beyond this wait for the writer
 	maxQueued      = 1 << 20  // control frames queued beyond this end the connection
 	maxRefused     = 1000     // streams refused or reset before their end; then GOAWAY

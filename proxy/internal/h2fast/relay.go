@@ -233,7 +233,7 @@ func (x *exchange) run(wire, rb []byte) error {
 		}
 	}
 	x.bc.SetReadDeadline(time.Now().Add(cfg.ServerTimeout))
-	resp, n, have, err := x.readHead(rb)
+	resp, rb, n, have, err := x.readHead(rb)
 	if err != nil {
 		return err
 	}
@@ -274,13 +274,17 @@ func (x *exchange) sendBody(rb []byte) error {
 	}
 }
 
-// readHead reads the response head into rb; 1xx responses are read past
-// (sent on as they come). The head is rb[:n]; rb[n:have] starts the body.
-func (x *exchange) readHead(rb []byte) (resp h1.Response, n, have int, err error) {
+// readHead reads the response head into rb, or a larger buffer for a head
+// past rb's size (out); 1xx responses are sent on as they come. The head is
+// out[:n]; out[n:have] starts the body.
+func (x *exchange) readHead(rb []byte) (resp h1.Response, out []byte, n, have int, err error) {
 	for {
 		for n = h1.HeadEnd(rb[:have]); n < 0; n = h1.HeadEnd(rb[:have]) {
+			if have == len(rb) && len(rb) >= maxRespHead {
+				return resp, rb, 0, 0, errors.New("the backend's response head is larger than 64 KiB")
+			}
 			if have == len(rb) {
-				return resp, 0, 0, errors.New("the backend's response head is larger than 16 KiB")
+				rb = append(rb, make([]byte, maxRespHead-len(rb))...)
 			}
 			m, err := x.bc.Read(rb[have:])
 			have += m
@@ -288,24 +292,24 @@ func (x *exchange) readHead(rb []byte) (resp h1.Response, n, have int, err error
 				if have == 0 && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)) {
 					err = errNoResponse
 				}
-				return resp, 0, 0, err
+				return resp, rb, 0, 0, err
 			}
 		}
 		var ok bool
 		resp, ok = h1.ParseResponseHead(rb[:n], x.hdrs[:0])
 		if !ok {
-			return resp, 0, 0, errors.New("malformed response head from the backend")
+			return resp, rb, 0, 0, errors.New("malformed response head from the backend")
 		}
 		if resp.Status == 101 {
-			return resp, 0, 0, errors.New("the backend switched protocols unasked")
+			return resp, rb, 0, 0, errors.New("the backend switched protocols unasked")
 		}
 		if resp.Status >= 200 {
-			return resp, n, have, nil
+			return resp, rb, n, have, nil
 		}
 		// 1xx (100, 103): forwarded, as ReverseProxy does; the response
 		// follows.
 		if err := x.c.writeHeaders(x.s, x.block(nil, &resp), false); err != nil {
-			return resp, 0, 0, fmt.Errorf("%w: %w", errClient, err)
+			return resp, rb, 0, 0, fmt.Errorf("%w: %w", errClient, err)
 		}
 		have = copy(rb, rb[n:have])
 	}

@@ -153,7 +153,9 @@ func (c *conn) writeData(s *stream, p []byte, end bool) error {
 			}
 			c.space.Wait()
 		}
-		n := min(len(p), int(c.peerMaxFrame), int(min(c.sendWindow, s.sendWindow)))
+		// The window may be negative (the client lowered its initial
+		// window); an empty DATA that ends the stream needs none.
+		n := max(0, min(len(p), int(c.peerMaxFrame), int(min(c.sendWindow, s.sendWindow))))
 		var flags http2.Flags
 		if end && n == len(p) {
 			flags = http2.FlagDataEndStream
