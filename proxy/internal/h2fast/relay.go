@@ -60,18 +60,10 @@ func (c *conn) relay(s *stream, req *request, addr string) (int, int64) {
 		c.mu.Unlock()
 		r := exchange{c: c, s: s, req: req, bc: bc, streamBody: !retryable}
 		err = r.run(wire, *rb)
-		c.mu.Lock()
-		s.back = nil
-		c.mu.Unlock()
+		r.release(err == nil && r.keep)
 		if err == nil {
-			if r.keep {
-				c.e.pool.Put(bc)
-			} else {
-				bc.Close()
-			}
 			return r.status, r.sent
 		}
-		bc.Close()
 		switch {
 		case errors.Is(err, errClient) || errors.Is(err, errStreamReset) || errors.Is(err, errConnDone):
 			return r.status, r.sent
@@ -212,6 +204,8 @@ type exchange struct {
 	status int   // set once HEADERS went to the client
 	sent   int64 // body bytes sent to the client
 	keep   bool  // the backend connection can serve another request
+	// released: the backend connection went back to the pool or was closed.
+	released bool
 	// streamBody: the request body follows the head from the client's
 	// DATA frames (the wire did not carry it).
 	streamBody bool
@@ -315,18 +309,39 @@ func (x *exchange) readHead(rb []byte) (resp h1.Response, out []byte, n, have in
 	}
 }
 
+// release is done with the backend connection: back to the pool if keep,
+// else closed. It is called as soon as the response is read whole, before
+// its last frame goes to the client: a client that sends its next request
+// on reading it finds the connection in the pool.
+func (x *exchange) release(keep bool) {
+	if x.released {
+		return
+	}
+	x.released = true
+	x.c.mu.Lock()
+	x.s.back = nil // a reset from now on must not close a pooled connection
+	x.c.mu.Unlock()
+	if keep {
+		x.c.e.pool.Put(x.bc)
+	} else {
+		x.bc.Close()
+	}
+}
+
 // respond sends the response head as HEADERS and the body as DATA.
 func (x *exchange) respond(resp *h1.Response, rb []byte, n, have int) error {
 	noBody := h1.NoBody([]byte(x.req.method), resp.Status)
 	blk := x.block(rb[have:have], resp) // the free end of rb, if it fits
+	body := bodyOf(resp, noBody)
+	x.keep = body.known && !resp.Close
+	if noBody {
+		x.release(x.keep && have == n)
+	}
 	if err := x.c.writeHeaders(x.s, blk, noBody); err != nil {
 		return fmt.Errorf("%w: %w", errClient, err)
 	}
 	x.status = resp.Status
-	body := bodyOf(resp, noBody)
-	x.keep = body.known && !resp.Close
 	if noBody {
-		x.keep = x.keep && have == n
 		return nil
 	}
 	return x.copyBody(&body, rb, rb[n:have])
@@ -385,6 +400,9 @@ func (x *exchange) copyBody(b *body, rb, first []byte) error {
 		if err != nil {
 			return err
 		}
+		if done {
+			x.release(x.keep && !extra)
+		}
 		if len(data) > 0 || done {
 			if err := x.c.writeData(x.s, data, done); err != nil {
 				return fmt.Errorf("%w: %w", errClient, err)
@@ -393,7 +411,6 @@ func (x *exchange) copyBody(b *body, rb, first []byte) error {
 			x.c.e.stats.ToClients.Add(uint64(len(data)))
 		}
 		if done {
-			x.keep = x.keep && !extra
 			return nil
 		}
 		m, err := x.bc.Read(rb)
@@ -403,6 +420,7 @@ func (x *exchange) copyBody(b *body, rb, first []byte) error {
 			continue
 		}
 		if err == io.EOF && !b.known {
+			x.release(false)
 			return x.c.writeData(x.s, nil, true) // the body ended with the close
 		}
 		if isTimeout(err) && time.Since(lastRead) < x.c.e.cfg.ServerTimeout {
