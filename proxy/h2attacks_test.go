@@ -133,7 +133,7 @@ func heapNow() uint64 {
 // server (Config.PlainHTTP2): the fast path must hold at least as well.
 func bothH2Paths(t *testing.T, run func(t *testing.T, plain bool)) {
 	t.Run("fast", func(t *testing.T) {
-		skipOnPlainCore(t, "the plain core has no HTTP/2 fast path")
+		skipH2OnPlainCore(t)
 		run(t, false)
 	})
 	t.Run("net-http", func(t *testing.T) { run(t, true) })

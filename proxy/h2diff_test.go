@@ -159,7 +159,7 @@ func (r *h2Reply) addBlock(hfs []hpack.HeaderField) {
 // TestH2FastAndNetHTTPAgreeOnRequests: the backend sees the same request
 // and the client the same answer on both HTTP/2 paths.
 func TestH2FastAndNetHTTPAgreeOnRequests(t *testing.T) {
-	skipOnPlainCore(t, "compares the HTTP/2 fast path with net/http")
+	skipH2OnPlainCore(t)
 	f := newFixture(t)
 	be := startEchoBackend(t)
 	evidence := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -233,7 +233,7 @@ func withoutField(want []string, name string, got []string) []string {
 // TestH2FastAndNetHTTPAgreeOnResponses: each way a backend frames its
 // response reaches an HTTP/2 client the same on both paths.
 func TestH2FastAndNetHTTPAgreeOnResponses(t *testing.T) {
-	skipOnPlainCore(t, "compares the HTTP/2 fast path with net/http")
+	skipH2OnPlainCore(t)
 	f := newFixture(t)
 	for _, tc := range []struct{ name, method, resp string }{
 		{"content-length", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\nX-A: 1\r\n\r\nhello"},

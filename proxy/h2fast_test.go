@@ -30,7 +30,7 @@ import (
 // DATA past what it granted, on the stream or the connection, and the whole
 // 1 MiB body as it grants more.
 func TestH2FastFlowControl(t *testing.T) {
-	skipOnPlainCore(t, "the HTTP/2 fast path")
+	skipH2OnPlainCore(t)
 	checkGoroutines(t)
 	f := newFixture(t)
 	be, _ := countingBackend(t)
@@ -96,7 +96,7 @@ func hashingBackend(t *testing.T) Target {
 // backend whole, with their length or chunked without one; the client is
 // given window as the backend reads.
 func TestH2FastUpload(t *testing.T) {
-	skipOnPlainCore(t, "the HTTP/2 fast path")
+	skipH2OnPlainCore(t)
 	checkGoroutines(t)
 	f := newFixture(t)
 	s, addr := startProxy(t, Config{Certs: f.store, Mode: ModeHTTP, Default: hashingBackend(t)})
@@ -152,7 +152,7 @@ func breakingBackend(t *testing.T) *tcpBackend {
 // TestH2FastBackendBreaks: a backend that closes mid-body gets the stream
 // reset (INTERNAL_ERROR) after what was sent; the connection serves on.
 func TestH2FastBackendBreaks(t *testing.T) {
-	skipOnPlainCore(t, "the HTTP/2 fast path")
+	skipH2OnPlainCore(t)
 	checkGoroutines(t)
 	f := newFixture(t)
 	s, addr := startProxy(t, Config{Certs: f.store, Mode: ModeHTTP, Default: breakingBackend(t).target()})
@@ -178,7 +178,7 @@ func TestH2FastBackendBreaks(t *testing.T) {
 // TestH2FastGoAway: an idle connection gets GOAWAY (NO_ERROR) and is closed
 // when the client timeout passes, and when Shutdown starts.
 func TestH2FastGoAway(t *testing.T) {
-	skipOnPlainCore(t, "the HTTP/2 fast path")
+	skipH2OnPlainCore(t)
 	checkGoroutines(t)
 	f := newFixture(t)
 	app := startHTTPBackend(t, "app")
@@ -220,7 +220,7 @@ func TestH2FastGoAway(t *testing.T) {
 // 250 streams allowed at a time, which the client respects) all get their
 // own answer.
 func TestH2FastManyStreams(t *testing.T) {
-	skipOnPlainCore(t, "the HTTP/2 fast path")
+	skipH2OnPlainCore(t)
 	checkGoroutines(t)
 	f := newFixture(t)
 	app := startHTTPBackend(t, "app")
@@ -265,7 +265,7 @@ func getJSONErr(c *http.Client, url string) (*http.Response, seenRequest) {
 // TestH2FastAccessLog: a stream on the fast path is logged as net/http's
 // are; local paths log through the handler, once.
 func TestH2FastAccessLog(t *testing.T) {
-	skipOnPlainCore(t, "the HTTP/2 fast path")
+	skipH2OnPlainCore(t)
 	checkGoroutines(t)
 	f := newFixture(t)
 	app := startHTTPBackend(t, "app")
@@ -300,7 +300,7 @@ func TestH2FastAccessLog(t *testing.T) {
 // the client never grants ends when the client resets it: the connection
 // then idles out (GOAWAY), which it cannot while the stream still runs.
 func TestH2FastResetWhileBlocked(t *testing.T) {
-	skipOnPlainCore(t, "the HTTP/2 fast path")
+	skipH2OnPlainCore(t)
 	checkGoroutines(t)
 	f := newFixture(t)
 	be, _ := countingBackend(t)

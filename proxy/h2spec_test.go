@@ -48,9 +48,7 @@ func TestH2Spec(t *testing.T) {
 		t.Fatalf("building h2spec: %v\n%s", err, out)
 	}
 	t.Run("fast", func(t *testing.T) {
-		if *plainCore {
-			t.Skip("the plain core has no HTTP/2 fast path")
-		}
+		skipH2OnPlainCore(t)
 		h2spec(ctx, t, bin, false, nil)
 	})
 	t.Run("net-http", func(t *testing.T) { h2spec(ctx, t, bin, true, h2specKnown) })

@@ -158,6 +158,16 @@ func skipOnPlainCore(t testing.TB, what string) {
 	}
 }
 
+// skipH2OnPlainCore skips a test of the HTTP/2 fast path (its tests, and
+// its side of the attack and h2spec runs); TestPlainCoreSuite counts these
+// apart from the other fast-path skips.
+func skipH2OnPlainCore(t testing.TB) {
+	t.Helper()
+	if *plainCore {
+		t.Skip("an HTTP/2 fast-path test: the plain core has no HTTP/2 fast path")
+	}
+}
+
 func startProxy(t testing.TB, cfg Config) (*Server, string) {
 	t.Helper()
 	if cfg.Logger == nil {

@@ -62,6 +62,9 @@ func (c *conn) relay(s *stream, req *request, addr string) (int, int64) {
 		err = r.run(wire, *rb)
 		r.release(err == nil && r.keep)
 		if err == nil {
+			if retryable {
+				c.e.stats.ToBackends.Add(uint64(req.bodyLen)) // it went in the wire
+			}
 			return r.status, r.sent
 		}
 		switch {
@@ -112,6 +115,7 @@ func (c *conn) requestWire(s *stream, req *request, buf []byte) ([]byte, bool) {
 		b = strconv.AppendInt(b, int64(len(body)), 10)
 		b = append(b, "\r\n\r\n"...)
 		b = append(b, body...)
+		req.bodyLen = len(body)
 		c.giveBack(s, len(body))
 	case whole:
 		b = append(b, "\r\n"...)

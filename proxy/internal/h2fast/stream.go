@@ -52,6 +52,7 @@ type request struct {
 	fields                  []hpack.HeaderField // the regular ones
 	declared                int64               // Content-Length, -1 if none
 	tooLarge                bool                // the header list passed the limit: 431
+	bodyLen                 int                 // the body bytes sent in the wire with the head
 }
 
 // parseRequest checks a request header block as RFC 9113 section 8.3 and
