@@ -33,8 +33,7 @@ type conn struct {
 	sentGoAway   bool
 	streams      map[uint32]*stream
 	maxClientID  uint32
-	running      int // stream goroutines not yet finished (reset ones included)
-	refused      int
+	running      int  // stream goroutines not yet finished (reset ones included)
 	idleSet      bool // the read deadline is the idle timeout
 	sendWindow   int32
 	initWindow   int32 // the client's SETTINGS_INITIAL_WINDOW_SIZE

@@ -116,7 +116,6 @@ const (
 	connWindow     = 1 << 20  // ... and on the connection (net/http's defaults)
 	highWater      = 64 << 10 // frames queued beyond this wait for the writer
 	maxQueued      = 1 << 20  // control frames queued beyond this end the connection
-	maxRefused     = 1000     // streams refused or reset before their end; then GOAWAY
 	defaultWindow  = 65535    // RFC 9113 6.9.2
 	maxWindow      = 1<<31 - 1
 	defaultMaxRecv = 16 << 10 // the client's SETTINGS_MAX_FRAME_SIZE until it says

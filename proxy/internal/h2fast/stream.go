@@ -143,14 +143,13 @@ func (c *conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	if c.running >= maxStreams {
-		// Reset streams count until their work ended (CVE-2023-44487).
-		c.refused++
+		// Reset streams count until their work ended (CVE-2023-44487). A
+		// refusal costs a RST_STREAM the client must read (the queue of
+		// those is bounded), not a goroutine; and a client that respects the
+		// limit can meet it too, in the instant between our last frame of
+		// a stream and its goroutine's end, so refusals do not end the
+		// connection.
 		c.streamErrorLocked(id, http2.ErrCodeRefusedStream)
-		if c.refused > maxRefused {
-			c.goAwayLocked(http2.ErrCodeEnhanceYourCalm)
-			c.mu.Unlock()
-			return errors.New("http2: too many streams refused")
-		}
 		c.mu.Unlock()
 		return nil
 	}
