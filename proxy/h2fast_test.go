@@ -185,7 +185,7 @@ func TestH2FastGoAway(t *testing.T) {
 	for _, shutdown := range []bool{false, true} {
 		cfg := Config{Certs: f.store, Mode: ModeHTTP, Default: app.target()}
 		if !shutdown {
-			cfg.ClientTimeout = 200 * time.Millisecond
+			cfg.ClientTimeout = time.Second // short, and long past a scheduling stall before the request
 		}
 		s, addr := startProxy(t, cfg)
 		h := dialH2Raw(t, f, addr)
@@ -304,7 +304,7 @@ func TestH2FastResetWhileBlocked(t *testing.T) {
 	checkGoroutines(t)
 	f := newFixture(t)
 	be, _ := countingBackend(t)
-	_, addr := startProxy(t, Config{Certs: f.store, Mode: ModeHTTP, Default: be, ClientTimeout: 300 * time.Millisecond})
+	_, addr := startProxy(t, Config{Certs: f.store, Mode: ModeHTTP, Default: be, ClientTimeout: time.Second})
 	h := dialH2Raw(t, f, addr, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
 	defer h.c.Close()
 	if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h.block("/big"), EndStream: true, EndHeaders: true}); err != nil {
