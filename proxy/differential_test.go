@@ -231,6 +231,12 @@ func FuzzCoreAndFastPath(f *testing.F) {
 			raw += "Content-Length: " + strconv.Itoa(len(body)) + "\r\n"
 		}
 		raw += "\r\n" + body
+		if len(raw) > 4<<10 {
+			// Past one small write, a proxy that rejects the head early
+			// closes while the client still writes: "write failed" or the
+			// answer then depends on timing, not on the path.
+			return
+		}
 		c := tryExchange(t, fx, core, method, raw)
 		p := tryExchange(t, fx, fast, method, raw)
 		if c != p {
